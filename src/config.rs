@@ -1,0 +1,615 @@
+//! The routes file: the YAML schema as typed structs with their defaults, and validation that
+//! names the file, line and column of every problem (see DESIGN.md, "Config contract").
+//!
+//! Loading happens in two steps: `yaml_serde` turns the text into [`RawConfig`] (syntax, unknown
+//! keys, bad enum values and durations are reported with the position the parser gives), then
+//! [`validate`] checks what the schema cannot express (duplicate hostnames, bad wildcards, files,
+//! certificate/key pairs) and builds the runtime [`Config`] with every TLS config ready to serve.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::routes::{self, RouteTable};
+use crate::tls;
+
+/// Whole ClientHello deadline: a real client sends its hello in one flight, well under a second.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hello buffer cap: post-quantum hybrid key shares (X25519MLKEM768 alone is 1,216 bytes) make
+/// 2–4 KiB hellos normal; 16 KiB leaves room for large session tickets and many extensions.
+pub const DEFAULT_MAX_HELLO_BYTES: usize = 16 * 1024;
+/// Open client connections; each costs two sockets (client + backend).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+/// Concurrent TLS handshakes on terminate routes: the CPU-heavy step a flood targets.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// No bytes either way for this long closes the connection (MQTT keep-alives are ≤ a few minutes).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// A terminate handshake (after the hello arrived) must finish within this.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SIGTERM waits for live connections before closing them.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per backend server connect attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------------------------
+// The schema as written in YAML.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Sockets to listen on; all are routed by the same table.
+    pub listen: Vec<SocketAddr>,
+    /// Optional admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    /// Peers allowed to send an inbound PROXY header.
+    #[serde(default)]
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
+    /// `reject` (default) or the name of a route for unknown / missing SNI and non-TLS bytes.
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Default 5s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub hello_timeout: Option<Duration>,
+    /// Default 16384.
+    #[serde(default)]
+    pub max_hello_bytes: Option<usize>,
+    /// Default 50000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Default 1024.
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
+    /// Default 15m.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Default 10s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub handshake_timeout: Option<Duration>,
+    /// Default 30s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(default)]
+    pub sni: Vec<String>,
+    pub mode: Mode,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    pub backend: RawBackend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Default `none`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Default "1.2".
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Default true: stateful cache and tickets, each per route so sessions never cross tenants.
+    #[serde(default = "yes")]
+    pub session_resumption: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub servers: Vec<String>,
+    /// Default `none`.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Default `cn`.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Default 3s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Terminate,
+    Passthrough,
+    Tcp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Terminate => "terminate",
+            Mode::Passthrough => "passthrough",
+            Mode::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    #[default]
+    None,
+    V1,
+    V2,
+}
+
+/// What goes into the PROXY v2 CN sub-TLV, read from the verified client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    #[default]
+    Cn,
+    SanDns,
+    SanUri,
+    SanEmail,
+}
+
+/// Parses `250ms`, `5s`, `15m`, `1h`, `2d` (one integer and one unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m, h or d)"))?;
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration {text:?} has unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated config the server runs with.
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub hello_timeout: Duration,
+    pub max_hello_bytes: usize,
+    pub max_connections: usize,
+    pub max_handshakes: usize,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// A route's backend pool.
+#[derive(Debug)]
+pub struct Backend {
+    /// `host:port` as written; hostnames are resolved at connect time.
+    pub servers: Vec<String>,
+    pub proxy_protocol: ProxyProtocol,
+    pub identity: Identity,
+    pub connect_timeout: Duration,
+    /// Where the next connection starts trying (round-robin over `servers`).
+    pub next_server: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub mode: Mode,
+    /// Present exactly when `mode` is terminate.
+    pub tls: Option<tls::RouteTls>,
+    pub backend: Backend,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
+    pub limits: Limits,
+    pub routes: Arc<RouteTable>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem in a config file, with the position it was found at (1-based; 0 = unknown).
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds where a value sits in the YAML text, for errors the parser cannot place.
+struct Locator<'a> {
+    file: &'a Path,
+    source: &'a str,
+}
+
+impl Locator<'_> {
+    /// Line of `needle` at or after `from_line` (1-based), as a whole word; the value's column.
+    fn find(&self, needle: &str, from_line: usize) -> (usize, usize) {
+        for (index, line) in self.source.lines().enumerate().skip(from_line.saturating_sub(1)) {
+            let content = line.split(" #").next().unwrap_or(line);
+            let mut start = 0;
+            while let Some(offset) = content[start..].find(needle) {
+                let at = start + offset;
+                let before = content[..at].chars().next_back();
+                let after = content[at + needle.len()..].chars().next();
+                let boundary = |c: Option<char>| {
+                    c.is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
+                };
+                if boundary(before) && boundary(after) {
+                    return (index + 1, content[..at].chars().count() + 1);
+                }
+                start = at + needle.len();
+            }
+        }
+        (0, 0)
+    }
+
+    /// Line of the `name: <route>` entry that starts a route.
+    fn route_line(&self, route: &str) -> usize {
+        for (index, line) in self.source.lines().enumerate() {
+            let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
+            if let Some(rest) = trimmed.strip_prefix("name:") {
+                let value = rest.split(" #").next().unwrap_or(rest).trim().trim_matches(['"', '\'']);
+                if value == route {
+                    return index + 1;
+                }
+            }
+        }
+        1
+    }
+
+    fn error(&self, position: (usize, usize), message: String) -> ConfigError {
+        ConfigError { file: self.file.to_path_buf(), line: position.0, column: position.1, message }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Reads, parses and validates a routes file, building every route's TLS config.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read config file: {error}"),
+        }])
+    })?;
+    parse(&source, path)
+}
+
+/// Parses and validates config text; `path` names it in errors and anchors relative file paths.
+pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = yaml_serde::from_str(source).map_err(|error| {
+        let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            message: error.to_string(),
+        }])
+    })?;
+    validate(raw, source, path)
+}
+
+fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let locator = Locator { file: path, source };
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mut errors = Vec::new();
+
+    if raw.listen.is_empty() {
+        errors.push(locator.error(locator.find("listen", 1), "`listen` needs at least one address".into()));
+    }
+    if raw.routes.is_empty() {
+        errors.push(locator.error(locator.find("routes", 1), "`routes` needs at least one route".into()));
+    }
+
+    let limits = build_limits(&raw.limits, &locator, &mut errors);
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut hostnames: HashMap<String, &str> = HashMap::new();
+    let mut routes = Vec::new();
+    let mut patterns = Vec::new();
+    for raw_route in &raw.routes {
+        let route_line = locator.route_line(&raw_route.name);
+        if raw_route.name.is_empty() {
+            errors.push(locator.error((route_line, 1), "route `name` must not be empty".into()));
+        }
+        if names.insert(&raw_route.name, routes.len()).is_some() {
+            errors.push(locator.error(
+                locator.find(&raw_route.name, route_line),
+                format!("duplicate route name {:?}", raw_route.name),
+            ));
+        }
+        for pattern in &raw_route.sni {
+            let position = locator.find(pattern, route_line);
+            match routes::Pattern::parse(pattern) {
+                Ok(parsed) => {
+                    if let Some(other) = hostnames.insert(parsed.key(), &raw_route.name) {
+                        errors.push(locator.error(
+                            position,
+                            format!("hostname {pattern:?} is already used by route {other:?}"),
+                        ));
+                    }
+                    patterns.push((parsed, routes.len()));
+                }
+                Err(reason) => {
+                    errors.push(locator.error(position, format!("bad hostname {pattern:?}: {reason}")))
+                }
+            }
+        }
+        let backend = build_backend(raw_route, &locator, route_line, &mut errors);
+        let route_tls = match (raw_route.mode, &raw_route.tls) {
+            (Mode::Terminate, Some(raw_tls)) => {
+                match tls::RouteTls::build(raw_tls, backend.identity, base_dir) {
+                    Ok(route_tls) => Some(route_tls),
+                    Err(problems) => {
+                        for problem in problems {
+                            let position = locator.find(&problem.value, route_line);
+                            errors.push(locator.error(position, problem.message));
+                        }
+                        None
+                    }
+                }
+            }
+            (Mode::Terminate, None) => {
+                errors.push(locator.error(
+                    locator.find("mode", route_line),
+                    format!("route {:?} has `mode: terminate` but no `tls:` section", raw_route.name),
+                ));
+                None
+            }
+            (mode, Some(_)) => {
+                tracing::warn!(
+                    route = %raw_route.name,
+                    "`tls:` is ignored on a {} route: only terminate routes use it",
+                    mode.as_str()
+                );
+                None
+            }
+            (_, None) => None,
+        };
+        routes.push(Route { name: raw_route.name.clone(), mode: raw_route.mode, tls: route_tls, backend });
+    }
+
+    let default = match raw.default.as_deref() {
+        None | Some("reject") => None,
+        Some(name) => match names.get(name) {
+            Some(&index) => Some(index),
+            None => {
+                errors.push(locator.error(
+                    locator.find(name, 1),
+                    format!("`default` names route {name:?}, which does not exist"),
+                ));
+                None
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        source: path.to_path_buf(),
+        listen: raw.listen,
+        admin: raw.admin,
+        accept_proxy_from: raw.accept_proxy_from,
+        limits,
+        routes: Arc::new(RouteTable::new(routes, patterns, default)),
+    })
+}
+
+fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError>) -> Limits {
+    let limits = Limits {
+        hello_timeout: raw.hello_timeout.unwrap_or(DEFAULT_HELLO_TIMEOUT),
+        max_hello_bytes: raw.max_hello_bytes.unwrap_or(DEFAULT_MAX_HELLO_BYTES),
+        max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_handshakes: raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+        idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        handshake_timeout: raw.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+        drain_timeout: raw.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+    };
+    // The smallest hello record header plus handshake header is 9 bytes; real hellos are > 100.
+    if limits.max_hello_bytes < 512 {
+        errors.push(locator.error(
+            locator.find("max_hello_bytes", 1),
+            format!("max_hello_bytes {} is below the 512-byte minimum", limits.max_hello_bytes),
+        ));
+    }
+    for (key, value) in [("max_connections", limits.max_connections), ("max_handshakes", limits.max_handshakes)] {
+        if value == 0 {
+            errors.push(locator.error(locator.find(key, 1), format!("{key} must be at least 1")));
+        }
+    }
+    for (key, value) in [
+        ("hello_timeout", limits.hello_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("handshake_timeout", limits.handshake_timeout),
+    ] {
+        if value.is_zero() {
+            errors.push(locator.error(locator.find(key, 1), format!("{key} must be longer than 0")));
+        }
+    }
+    limits
+}
+
+fn build_backend(
+    raw_route: &RawRoute,
+    locator: &Locator,
+    route_line: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Backend {
+    let raw = &raw_route.backend;
+    if raw.servers.is_empty() {
+        errors.push(locator.error(
+            locator.find("servers", route_line),
+            format!("route {:?} has no backend `servers`", raw_route.name),
+        ));
+    }
+    for server in &raw.servers {
+        if let Err(reason) = check_server_address(server) {
+            errors.push(locator.error(
+                locator.find(server, route_line),
+                format!("bad backend server {server:?}: {reason}"),
+            ));
+        }
+    }
+    let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if connect_timeout.is_zero() {
+        errors.push(locator.error(
+            locator.find("connect_timeout", route_line),
+            "connect_timeout must be longer than 0".into(),
+        ));
+    }
+    Backend {
+        servers: raw.servers.clone(),
+        proxy_protocol: raw.proxy_protocol,
+        identity: raw.identity,
+        connect_timeout,
+        next_server: Default::default(),
+    }
+}
+
+/// A server is `ip:port`, `[ipv6]:port` or `hostname:port` (resolved at connect time).
+fn check_server_address(server: &str) -> Result<(), &'static str> {
+    if server.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = server.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|_| "port is not a number from 0 to 65535")?;
+    if host.is_empty() || host.contains(['[', ']', ':', ' ']) {
+        return Err("host is not an IP address or a hostname");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn server_addresses_are_checked() {
+        assert!(check_server_address("127.0.0.1:1883").is_ok());
+        assert!(check_server_address("[::1]:1883").is_ok());
+        assert!(check_server_address("broker.internal:1883").is_ok());
+        assert!(check_server_address("broker.internal").is_err());
+        assert!(check_server_address("broker:99999").is_err());
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    mode: tcp\n    colour: red\n    backend: {servers: [\"127.0.0.1:1\"]}\n";
+        let errors = parse(text, Path::new("r.yaml")).unwrap_err();
+        let first = &errors.0[0];
+        assert_eq!(first.line, 5, "{errors}");
+        assert!(first.message.contains("colour"), "{errors}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_listed_with_positions() {
+        let text = "listen: [\"127.0.0.1:0\"]\ndefault: nowhere\nroutes:\n  - name: a\n    sni: [x.test]\n    mode: tcp\n    backend: {servers: [\"127.0.0.1:1\"]}\n  - name: b\n    sni: [X.test, \"*.bad*.test\"]\n    mode: tcp\n    backend: {servers: [\"nope\"]}\n";
+        let errors = parse(text, Path::new("r.yaml")).unwrap_err();
+        let lines: Vec<usize> = errors.0.iter().map(|e| e.line).collect();
+        assert_eq!(errors.0.len(), 4, "{errors}");
+        assert!(lines.contains(&9), "duplicate hostname on line 9: {errors}");
+        assert!(lines.contains(&11), "bad server on line 11: {errors}");
+        assert!(lines.contains(&2), "missing default route on line 2: {errors}");
+    }
+}

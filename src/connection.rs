@@ -1,0 +1,269 @@
+//! One client connection from accept to close: read the hello, pick the route, terminate or pass
+//! through, connect the backend, send the PROXY header, relay — then one access-log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{field, Instrument};
+
+use crate::config::{Limits, Mode, ProxyProtocol, Route};
+use crate::hello::{self, Hello, Progress};
+use crate::prefixed::Prefixed;
+use crate::proxy_header::{self, Meta, Ssl};
+use crate::relay::{self, Transferred};
+use crate::routes::RouteTable;
+use crate::tls::Session;
+use crate::{backend, tls};
+
+/// Fatal `unrecognized_name` alert (TLS record, alert level 2, description 112).
+const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct Context {
+    pub limits: Limits,
+    pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the drain deadline passes: live relays close.
+    pub hard_stop: CancellationToken,
+}
+
+/// What the access-log line says about a connection, filled in as it progresses.
+#[derive(Debug, Default)]
+struct Record {
+    backend: Option<SocketAddr>,
+    session: Option<Session>,
+    transferred: Transferred,
+}
+
+/// Why a connection ended: a short label for logs and metrics, and the details.
+#[derive(Debug)]
+struct Close {
+    cause: &'static str,
+    detail: Option<String>,
+}
+
+impl Close {
+    fn new(cause: &'static str) -> Close {
+        Close { cause, detail: None }
+    }
+
+    fn because(cause: &'static str, detail: impl ToString) -> Close {
+        Close { cause, detail: Some(detail.to_string()) }
+    }
+}
+
+/// Serves one accepted connection to the end, logging one line when it closes.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, routes: Arc<RouteTable>, context: Arc<Context>) {
+    let span = tracing::info_span!(
+        "conn",
+        peer = %peer,
+        listener = %local,
+        sni = field::Empty,
+        route = field::Empty,
+        mode = field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let mut record = Record::default();
+        let close = tokio::select! {
+            biased;
+            close = serve(stream, peer, local, &routes, &context, &mut record) => close,
+            () = context.hard_stop.cancelled() => Close::new("shutdown"),
+        };
+        let session = record.session.as_ref();
+        tracing::info!(
+            cause = close.cause,
+            detail = close.detail.as_deref(),
+            backend = record.backend.map(field::display),
+            client_cn = session.and_then(|s| s.client_identity.as_deref()),
+            client_serial = session.and_then(|s| s.client_serial.as_deref()),
+            tls_version = session.map(|s| s.version),
+            alpn = session.and_then(|s| s.alpn.as_deref()).map(String::from_utf8_lossy).as_deref(),
+            bytes_in = record.transferred.client_to_backend,
+            bytes_out = record.transferred.backend_to_client,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "connection closed"
+        );
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    routes: &RouteTable,
+    context: &Context,
+    record: &mut Record,
+) -> Close {
+    let _ = stream.set_nodelay(true);
+    let limits = &context.limits;
+    let received = match hello::read(&mut stream, limits.max_hello_bytes, limits.hello_timeout).await {
+        Ok(received) => received,
+        Err(error) => return Close::because(error.reason(), error),
+    };
+    let span = tracing::Span::current();
+    let hello = match received.progress {
+        Progress::Complete(hello) => hello,
+        Progress::NotTls => {
+            let Some(route) = routes.default_route().filter(|r| r.mode == Mode::Tcp) else {
+                return Close::new("not_tls");
+            };
+            span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
+            return forward(stream, received.bytes, peer, local, None, route, context, record).await;
+        }
+        Progress::Incomplete => return Close::new("hello_incomplete"),
+    };
+    if let Some(name) = &hello.server_name {
+        span.record("sni", name.as_str());
+    }
+    let Some(route) = routes.resolve(hello.server_name.as_deref()) else {
+        let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
+        let _ = stream.shutdown().await;
+        let cause = match hello.server_name {
+            Some(_) => "unknown_sni",
+            None => "no_sni",
+        };
+        return Close::because(cause, format!("sni {}", hello.sni_status.as_str()));
+    };
+    span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
+    match (&route.tls, route.mode) {
+        (Some(route_tls), Mode::Terminate) => {
+            terminate(stream, received.bytes, peer, local, &hello, route, route_tls, context, record).await
+        }
+        _ => forward(stream, received.bytes, peer, local, Some(&hello), route, context, record).await,
+    }
+}
+
+/// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    stream: TcpStream,
+    received: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    hello: Option<&Hello>,
+    route: &Route,
+    context: &Context,
+    record: &mut Record,
+) -> Close {
+    let connected = match backend::connect(&route.backend).await {
+        Ok(connected) => connected,
+        Err(error) => return Close::because("backend_unavailable", error),
+    };
+    record.backend = Some(connected.server);
+    let meta = Meta {
+        source: Some(peer),
+        destination: Some(local),
+        authority: hello.and_then(|h| h.server_name.as_deref()),
+        alpn: hello.and_then(|h| h.alpn.first()).map(Vec::as_slice),
+        ssl: None,
+    };
+    let mut first_write = match header(route.backend.proxy_protocol, &meta) {
+        Ok(header) => header,
+        Err(close) => return close,
+    };
+    first_write.extend_from_slice(&received);
+    drop(received);
+    let mut backend_stream = connected.stream;
+    if let Err(error) = backend_stream.write_all(&first_write).await {
+        return Close::because("backend_error", error);
+    }
+    drop(first_write);
+    let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &context.hard_stop).await;
+    record.transferred = transferred;
+    end_to_close(end)
+}
+
+/// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
+/// the backend, the header with the SSL TLV, and a plaintext relay.
+#[allow(clippy::too_many_arguments)]
+async fn terminate(
+    stream: TcpStream,
+    received: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    hello: &Hello,
+    route: &Route,
+    route_tls: &tls::RouteTls,
+    context: &Context,
+    record: &mut Record,
+) -> Close {
+    let limits = &context.limits;
+    let handshake = async {
+        let _permit = context.handshakes.acquire().await;
+        TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)).await
+    };
+    let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Err(_) => return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout)),
+        Ok(Err(error)) => return Close::because("handshake_failed", error),
+        Ok(Ok(tls_stream)) => tls_stream,
+    };
+    let session = Session::from_connection(tls_stream.get_ref().1, route_tls.identity);
+    let connected = match backend::connect(&route.backend).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            record.session = Some(session);
+            let _ = tls_stream.shutdown().await;
+            return Close::because("backend_unavailable", error);
+        }
+    };
+    record.backend = Some(connected.server);
+    let meta = Meta {
+        source: Some(peer),
+        destination: Some(local),
+        authority: hello.server_name.as_deref(),
+        alpn: session.alpn.as_deref(),
+        ssl: Some(Ssl {
+            cert_in_session: session.client_cert,
+            cert_in_connection: session.client_cert_this_connection,
+            version: session.version,
+            common_name: session.client_identity.as_deref(),
+            cipher: session.cipher,
+            sig_alg: &route_tls.cert_sig_alg,
+            key_alg: &route_tls.cert_key_alg,
+        }),
+    };
+    let header = header(route.backend.proxy_protocol, &meta);
+    record.session = Some(session);
+    let mut backend_stream = connected.stream;
+    match header {
+        Ok(header) if header.is_empty() => {}
+        Ok(header) => {
+            if let Err(error) = backend_stream.write_all(&header).await {
+                let _ = tls_stream.shutdown().await;
+                return Close::because("backend_error", error);
+            }
+        }
+        Err(close) => {
+            let _ = tls_stream.shutdown().await;
+            return close;
+        }
+    }
+    let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &context.hard_stop).await;
+    record.transferred = transferred;
+    end_to_close(end)
+}
+
+/// The route's PROXY header for this connection (empty when the route sends none).
+fn header(version: ProxyProtocol, meta: &Meta) -> Result<Vec<u8>, Close> {
+    match version {
+        ProxyProtocol::None => Ok(Vec::new()),
+        ProxyProtocol::V1 => Ok(proxy_header::encode_v1(meta)),
+        ProxyProtocol::V2 => proxy_header::encode_v2(meta).map_err(|error| Close::because("proxy_header", error)),
+    }
+}
+
+fn end_to_close(end: relay::End) -> Close {
+    let cause = end.cause();
+    match end {
+        relay::End::ClientError(error) | relay::End::BackendError(error) => Close::because(cause, error),
+        _ => Close::new(cause),
+    }
+}

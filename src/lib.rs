@@ -1,0 +1,15 @@
+//! snigate: an SNI-routing TLS stream proxy. One listener takes TLS connections for many
+//! hostnames, reads the ClientHello's server name, and per route terminates TLS or passes it
+//! through, prepending a PROXY v1/v2 header that carries the client's address and, on terminated
+//! routes, its verified client-certificate identity. See DESIGN.md for the data flow.
+
+pub mod backend;
+pub mod config;
+pub mod connection;
+pub mod hello;
+pub mod prefixed;
+pub mod proxy_header;
+pub mod relay;
+pub mod routes;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,239 @@
+//! Hostname canonicalisation and matching: which route serves a ClientHello's server name.
+//!
+//! Names compare case-insensitively after one trailing dot is removed. A route pattern is an exact
+//! name or `*.suffix`, which matches one or more labels before `.suffix` (not `suffix` itself).
+//! Exact names win over wildcards, and the longest wildcard suffix wins over shorter ones. A name
+//! that is not a plain LDH hostname (IP literal, NUL, other bytes) is "no valid SNI".
+
+use std::collections::HashMap;
+
+use crate::config::Route;
+
+/// Longest DNS name (RFC 1035), without the trailing dot.
+const MAX_NAME_BYTES: usize = 253;
+/// Longest DNS label.
+const MAX_LABEL_BYTES: usize = 63;
+
+/// Returns the canonical form of a server name, or `None` when it is not a valid hostname.
+pub fn canonicalize(name: &[u8]) -> Option<String> {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return None;
+    }
+    let mut all_numeric_last_label = true;
+    for label in name.split(|&b| b == b'.') {
+        if label.is_empty() || label.len() > MAX_LABEL_BYTES {
+            return None;
+        }
+        if label.first() == Some(&b'-') || label.last() == Some(&b'-') {
+            return None;
+        }
+        if !label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+            return None;
+        }
+        all_numeric_last_label = label.iter().all(u8::is_ascii_digit);
+    }
+    // An all-numeric last label means an IPv4 literal (RFC 6066 forbids IP literals in SNI);
+    // IPv6 literals already failed on ':'.
+    if all_numeric_last_label {
+        return None;
+    }
+    Some(String::from_utf8_lossy(name).to_ascii_lowercase())
+}
+
+/// A route's `sni` entry, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Wildcard(String),
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Pattern, &'static str> {
+        if let Some(suffix) = text.strip_prefix("*.") {
+            let canonical = canonicalize(suffix.as_bytes())
+                .ok_or("a wildcard is `*.` followed by a hostname, e.g. \"*.example.com\"")?;
+            return Ok(Pattern::Wildcard(format!(".{canonical}")));
+        }
+        if text.contains('*') {
+            return Err("`*` is only allowed as the whole first label, e.g. \"*.example.com\"");
+        }
+        canonicalize(text.as_bytes())
+            .map(Pattern::Exact)
+            .ok_or("not a hostname (letters, digits, '-' and '.' only; IP addresses are not allowed)")
+    }
+
+    /// The key two routes may not share.
+    pub fn key(&self) -> String {
+        match self {
+            Pattern::Exact(name) => name.clone(),
+            Pattern::Wildcard(suffix) => format!("*{suffix}"),
+        }
+    }
+}
+
+/// The routes of one loaded config and the index that maps names to them.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact: HashMap<String, usize>,
+    /// `(".suffix", route)`, longest suffix first.
+    wildcards: Vec<(String, usize)>,
+    default: Option<usize>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>, patterns: Vec<(Pattern, usize)>, default: Option<usize>) -> Self {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (pattern, index) in patterns {
+            match pattern {
+                Pattern::Exact(name) => {
+                    exact.insert(name, index);
+                }
+                Pattern::Wildcard(suffix) => wildcards.push((suffix, index)),
+            }
+        }
+        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        RouteTable { routes, exact, wildcards, default }
+    }
+
+    /// The route for a canonical server name (see [`canonicalize`]), if one matches.
+    pub fn lookup(&self, name: &str) -> Option<&Route> {
+        if let Some(&index) = self.exact.get(name) {
+            return Some(&self.routes[index]);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
+            .map(|&(_, index)| &self.routes[index])
+    }
+
+    /// The route for connections whose name matched nothing (or that had none); `None` = reject.
+    pub fn default_route(&self) -> Option<&Route> {
+        self.default.map(|index| &self.routes[index])
+    }
+
+    /// `lookup`, falling back to the default route.
+    pub fn resolve(&self, name: Option<&str>) -> Option<&Route> {
+        name.and_then(|name| self.lookup(name)).or_else(|| self.default_route())
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, Identity, Mode, ProxyProtocol};
+
+    fn route(name: &str) -> Route {
+        Route {
+            name: name.into(),
+            mode: Mode::Tcp,
+            tls: None,
+            backend: Backend {
+                servers: vec!["127.0.0.1:1".into()],
+                proxy_protocol: ProxyProtocol::None,
+                identity: Identity::Cn,
+                connect_timeout: std::time::Duration::from_secs(1),
+                next_server: Default::default(),
+            },
+        }
+    }
+
+    fn table(entries: &[(&str, &str)], default: Option<usize>) -> RouteTable {
+        let mut routes: Vec<Route> = Vec::new();
+        let mut patterns = Vec::new();
+        for (pattern, name) in entries {
+            let index = match routes.iter().position(|r| r.name == *name) {
+                Some(index) => index,
+                None => {
+                    routes.push(route(name));
+                    routes.len() - 1
+                }
+            };
+            patterns.push((Pattern::parse(pattern).unwrap(), index));
+        }
+        RouteTable::new(routes, patterns, default)
+    }
+
+    fn matched<'a>(table: &'a RouteTable, sni: &[u8]) -> Option<&'a str> {
+        table.resolve(canonicalize(sni).as_deref()).map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn canonical_form_is_lowercase_without_one_trailing_dot() {
+        assert_eq!(canonicalize(b"A.Example.COM.").as_deref(), Some("a.example.com"));
+        assert_eq!(canonicalize(b"a.example.com..").as_deref(), None);
+        assert_eq!(canonicalize(b"xn--bcher-kva.example").as_deref(), Some("xn--bcher-kva.example"));
+    }
+
+    #[test]
+    fn invalid_names_are_no_sni() {
+        for bad in [
+            &b"192.168.1.1"[..],
+            b"::1",
+            b"[::1]",
+            b"a\0.example.com",
+            b"a_b.example.com",
+            b"a b.example.com",
+            b"-a.example.com",
+            b"",
+            b".",
+            b"a..b",
+            "é.example.com".as_bytes(),
+        ] {
+            assert_eq!(canonicalize(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert_eq!(canonicalize(long_label.as_bytes()), None);
+        let long_name = format!("{}com", "abcdefghi.".repeat(26));
+        assert_eq!(canonicalize(long_name.as_bytes()), None);
+    }
+
+    #[test]
+    fn exact_beats_wildcard_and_longest_wildcard_wins() {
+        let t = table(
+            &[("a.test", "exact"), ("*.a.test", "wild"), ("*.deep.a.test", "deeper"), ("*.test", "top")],
+            None,
+        );
+        assert_eq!(matched(&t, b"a.test"), Some("exact"));
+        assert_eq!(matched(&t, b"x.a.test"), Some("wild"));
+        assert_eq!(matched(&t, b"y.x.a.test"), Some("wild"));
+        assert_eq!(matched(&t, b"z.deep.a.test"), Some("deeper"));
+        assert_eq!(matched(&t, b"deep.a.test"), Some("wild"));
+        assert_eq!(matched(&t, b"b.test"), Some("top"));
+        assert_eq!(matched(&t, b"test"), None);
+        assert_eq!(matched(&t, b"xa.test"), Some("top"), "suffix matching is label-aligned");
+    }
+
+    #[test]
+    fn wildcard_does_not_match_its_bare_suffix() {
+        let t = table(&[("*.a.test", "wild")], None);
+        assert_eq!(matched(&t, b"a.test"), None);
+        assert_eq!(matched(&t, b".a.test"), None);
+    }
+
+    #[test]
+    fn unmatched_and_invalid_names_fall_back_to_default() {
+        let t = table(&[("a.test", "a"), ("b.test", "fallback")], Some(1));
+        assert_eq!(matched(&t, b"A.TEST."), Some("a"));
+        assert_eq!(matched(&t, b"other.test"), Some("fallback"));
+        assert_eq!(matched(&t, b"10.0.0.1"), Some("fallback"));
+        assert_eq!(table(&[("a.test", "a")], None).resolve(None).map(|r| r.name.as_str()), None);
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(Pattern::parse("*.").is_err());
+        assert!(Pattern::parse("a.*.test").is_err());
+        assert!(Pattern::parse("*a.test").is_err());
+        assert!(Pattern::parse("**.test").is_err());
+        assert!(Pattern::parse("10.0.0.1").is_err());
+        assert_eq!(Pattern::parse("*.A.Test.").unwrap(), Pattern::Wildcard(".a.test".into()));
+    }
+}

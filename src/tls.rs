@@ -1,0 +1,299 @@
+//! Per-route rustls `ServerConfig`s (certificate chain and key, client CA and CRLs, ALPN,
+//! versions, resumption), built once at load time, and what a finished handshake tells the
+//! backend (TLS version, cipher, client-certificate identity).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::config::{ClientAuth, Identity, RawTls, TlsVersion};
+
+/// Sessions each route's stateful resumption cache holds. Tickets (stateless) come on top.
+const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// The crypto provider every TLS config uses: aws-lc-rs.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A terminate route's TLS state, ready to serve.
+#[derive(Debug)]
+pub struct RouteTls {
+    pub server_config: Arc<ServerConfig>,
+    /// Signature algorithm of the route's certificate, OpenSSL short name (SIG_ALG sub-TLV).
+    pub cert_sig_alg: String,
+    /// Key algorithm and size of the route's certificate, e.g. `EC256`, `RSA2048` (KEY_ALG).
+    pub cert_key_alg: String,
+    pub identity: Identity,
+}
+
+/// A problem with a route's TLS settings; `value` is the text to point at in the YAML.
+#[derive(Debug, Clone)]
+pub struct TlsProblem {
+    pub value: String,
+    pub message: String,
+}
+
+impl TlsProblem {
+    fn file(path: &Path, message: impl std::fmt::Display) -> TlsProblem {
+        TlsProblem { value: path.display().to_string(), message: format!("{}: {message}", path.display()) }
+    }
+}
+
+impl RouteTls {
+    /// Loads every file the route names and builds its `ServerConfig`; relative paths are
+    /// resolved against `base_dir` (the config file's directory). Lists every problem found.
+    pub fn build(raw: &RawTls, identity: Identity, base_dir: &Path) -> Result<RouteTls, Vec<TlsProblem>> {
+        let provider = provider();
+        let mut problems = Vec::new();
+        let resolve = |path: &PathBuf| base_dir.join(path);
+
+        let chain = load_certs(&resolve(&raw.cert)).map_err(|p| problems.push(p)).ok();
+        let key = match PrivateKeyDer::from_pem_file(resolve(&raw.key)) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                problems.push(TlsProblem::file(&raw.key, format!("no usable private key: {error}")));
+                None
+            }
+        };
+        let certified = match (chain, key) {
+            (Some(chain), Some(key)) => match CertifiedKey::from_der(chain, key, &provider) {
+                Ok(certified) => Some(certified),
+                Err(error) => {
+                    problems.push(TlsProblem::file(&raw.key, format!("does not match certificate {}: {error}", raw.cert.display())));
+                    None
+                }
+            },
+            _ => None,
+        };
+
+        let verifier = match (raw.client_auth, &raw.client_ca) {
+            (ClientAuth::None, _) => None,
+            (_, None) => {
+                problems.push(TlsProblem {
+                    value: "client_auth".into(),
+                    message: format!("client_auth {:?} needs `client_ca`", raw.client_auth).to_lowercase(),
+                });
+                None
+            }
+            (_, Some(ca)) => client_verifier(raw, &resolve(ca), &resolve, &provider)
+                .map_err(|p| problems.extend(p))
+                .ok(),
+        };
+        if raw.client_auth == ClientAuth::None && (raw.client_ca.is_some() || !raw.crl.is_empty()) {
+            tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
+        }
+        for protocol in &raw.alpn {
+            if protocol.is_empty() || protocol.len() > 255 {
+                problems.push(TlsProblem {
+                    value: protocol.clone(),
+                    message: format!("ALPN protocol {protocol:?} must be 1 to 255 bytes"),
+                });
+            }
+        }
+
+        let (Some(certified), true) = (certified, problems.is_empty()) else {
+            return Err(problems);
+        };
+        let (cert_sig_alg, cert_key_alg) = describe_certificate(certified.end_entity_cert().ok());
+        let versions: &[&rustls::SupportedProtocolVersion] = match raw.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = match ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions) {
+            Ok(builder) => builder,
+            Err(error) => return Err(vec![TlsProblem { value: "min_version".into(), message: error.to_string() }]),
+        };
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        config.alpn_protocols = raw.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        config.max_early_data_size = 0;
+        if raw.session_resumption {
+            // Each route gets its own cache and ticket key, so a session never resumes on another
+            // tenant's route (the nginx CVE-2025-23419 class of bypass).
+            config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+            match rustls::crypto::aws_lc_rs::Ticketer::new() {
+                Ok(ticketer) => config.ticketer = ticketer,
+                Err(error) => return Err(vec![TlsProblem { value: "session_resumption".into(), message: format!("cannot make a ticket key: {error}") }]),
+            }
+        } else {
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(RouteTls { server_config: Arc::new(config), cert_sig_alg, cert_key_alg, identity })
+    }
+}
+
+fn client_verifier(
+    raw: &RawTls,
+    ca_path: &Path,
+    resolve: &dyn Fn(&PathBuf) -> PathBuf,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<TlsProblem>> {
+    let ca_name = raw.client_ca.as_deref().unwrap_or(ca_path);
+    let mut problems = Vec::new();
+    let mut roots = RootCertStore::empty();
+    match load_certs(ca_path) {
+        Ok(certs) => {
+            for cert in certs {
+                if let Err(error) = roots.add(cert) {
+                    problems.push(TlsProblem::file(ca_name, format!("not a usable CA certificate: {error}")));
+                }
+            }
+        }
+        Err(problem) => problems.push(TlsProblem { value: problem.value, message: problem.message.replace(&ca_path.display().to_string(), &ca_name.display().to_string()) }),
+    }
+    let mut crls = Vec::new();
+    for crl_path in &raw.crl {
+        match load_crls(&resolve(crl_path)) {
+            Ok(found) => crls.extend(found),
+            Err(message) => problems.push(TlsProblem::file(crl_path, message)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).with_crls(crls);
+    if raw.client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|error| {
+        vec![TlsProblem::file(ca_name, format!("cannot verify client certificates with this CA / CRL set: {error}"))]
+    })
+}
+
+/// Reads a PEM file of one or more certificates.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|error| TlsProblem::file(path, format!("cannot read certificates: {error}")))?
+        .collect();
+    match certs {
+        Ok(certs) if certs.is_empty() => Err(TlsProblem::file(path, "holds no PEM certificate")),
+        Ok(certs) => Ok(certs),
+        Err(error) => Err(TlsProblem::file(path, format!("bad PEM certificate: {error}"))),
+    }
+}
+
+/// Reads a CRL file: PEM (one or more `X509 CRL` blocks) or a single DER CRL.
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("cannot read CRL: {error}"))?;
+    let crls = if bytes.starts_with(b"-----") || bytes.trim_ascii_start().starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("bad PEM CRL: {error}"))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err("holds no CRL".into());
+    }
+    for crl in &crls {
+        webpki::OwnedCertRevocationList::from_der(crl).map_err(|error| format!("CRL does not parse: {error:?}"))?;
+    }
+    Ok(crls)
+}
+
+/// OpenSSL-style names for the certificate's signature and key algorithms, as HAProxy sends them.
+fn describe_certificate(der: Option<&CertificateDer<'_>>) -> (String, String) {
+    let Some(Ok((_, cert))) = der.map(|der| X509Certificate::from_der(der)) else {
+        return ("unknown".into(), "unknown".into());
+    };
+    let sig_alg = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.2.840.113549.1.1.11" => "RSA-SHA256",
+        "1.2.840.113549.1.1.12" => "RSA-SHA384",
+        "1.2.840.113549.1.1.13" => "RSA-SHA512",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        "1.3.101.112" => "ED25519",
+        other => other,
+    }
+    .to_string();
+    let key_alg = match cert.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA{}", rsa.key_size()),
+        Ok(x509_parser::public_key::PublicKey::EC(ec)) => format!("EC{}", ec.key_size()),
+        _ => match cert.public_key().algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "ED25519".to_string(),
+            other => other.to_string(),
+        },
+    };
+    (sig_alg, key_alg)
+}
+
+/// What a finished server handshake tells the backend and the access log.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub version: &'static str,
+    pub cipher: &'static str,
+    /// Negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// A verified client certificate is part of this session.
+    pub client_cert: bool,
+    /// ... and it was presented in this handshake (not carried over by resumption).
+    pub client_cert_this_connection: bool,
+    /// The configured `identity` read from the verified client certificate.
+    pub client_identity: Option<String>,
+    /// The client certificate's serial number, hex.
+    pub client_serial: Option<String>,
+}
+
+impl Session {
+    pub fn from_connection(connection: &ServerConnection, identity: Identity) -> Session {
+        let leaf = connection.peer_certificates().and_then(|certs| certs.first());
+        let parsed = leaf.and_then(|der| X509Certificate::from_der(der).ok()).map(|(_, cert)| cert);
+        Session {
+            version: match connection.protocol_version() {
+                Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "unknown",
+            },
+            cipher: connection.negotiated_cipher_suite().map_or("unknown", |s| cipher_name(s.suite())),
+            alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
+            client_cert: leaf.is_some(),
+            client_cert_this_connection: leaf.is_some() && connection.handshake_kind() != Some(HandshakeKind::Resumed),
+            client_identity: parsed.as_ref().and_then(|cert| certificate_identity(cert, identity)),
+            client_serial: parsed.as_ref().map(|cert| cert.raw_serial_as_string().replace(':', "")),
+        }
+    }
+}
+
+/// Reads the configured identity from a verified client certificate.
+pub fn certificate_identity(cert: &X509Certificate<'_>, identity: Identity) -> Option<String> {
+    if identity == Identity::Cn {
+        return cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
+    }
+    let names = cert.subject_alternative_name().ok().flatten()?;
+    names.value.general_names.iter().find_map(|name| match (identity, name) {
+        (Identity::SanDns, GeneralName::DNSName(value))
+        | (Identity::SanUri, GeneralName::URI(value))
+        | (Identity::SanEmail, GeneralName::RFC822Name(value)) => Some(value.to_string()),
+        _ => None,
+    })
+}
+
+/// OpenSSL names for the suites rustls offers (what HAProxy and nginx put in CIPHER).
+fn cipher_name(suite: CipherSuite) -> &'static str {
+    match suite {
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => other.as_str().unwrap_or("unknown"),
+    }
+}

@@ -1,0 +1,174 @@
+//! Shared support for the integration tests: a test PKI (rcgen), rustls client configs, an
+//! independent PROXY v1/v2 decoder, raw ClientHello tools, a scriptable test backend and a
+//! helper that runs the real `snigate` server on loopback.
+//!
+//! Nothing here uses `snigate` code except `config::load` and `server::Server` (the API under
+//! test), and nothing uses the `ppp` crate: the decoder is written from HAProxy's
+//! proxy-protocol.txt so it can catch encoder bugs instead of sharing them.
+#![allow(dead_code)]
+
+pub mod pki;
+pub mod proxy;
+pub mod hello;
+pub mod backend;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use backend::{Accepted, BackendOpts, Behaviour, ProxyExpect, TestBackend};
+pub use pki::{Ca, ClientSpec, Leaf, Pki};
+pub use proxy::{ProxyHeader, SslTlv, V1Header, V2Header};
+pub use tls::{client_config, ClientOpts, Versions};
+
+/// Upper bound for any single network wait in a test: nothing legitimate takes this long.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The fatal `unrecognized_name` alert record the proxy sends for an unknown / missing SNI.
+pub const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Runs `future`, panicking with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    within_for(WAIT, what, future).await
+}
+
+/// Runs `future`, panicking with `what` if it takes longer than `limit`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {limit:?} waiting for: {what}"),
+    }
+}
+
+/// Installs a tracing subscriber once (honours RUST_LOG; output is captured per test).
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("snigate=debug"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// How a read that should end the connection actually ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Orderly EOF after these bytes.
+    Eof(Vec<u8>),
+    /// Connection reset / other error after these bytes.
+    Error(Vec<u8>, String),
+}
+
+impl Closed {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Closed::Eof(bytes) | Closed::Error(bytes, _) => bytes,
+        }
+    }
+}
+
+/// Reads until EOF or an error (bounded by [`WAIT`]), returning everything read.
+pub async fn read_until_closed<R: AsyncRead + Unpin>(reader: &mut R) -> Closed {
+    within("the peer to close the connection", async {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => return Closed::Eof(all),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(error) => return Closed::Error(all, error.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads exactly `n` bytes (bounded by [`WAIT`]).
+pub async fn read_n<R: AsyncRead + Unpin>(reader: &mut R, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    within("reading echoed bytes", reader.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|error| panic!("reading {n} bytes failed: {error}"));
+    buf
+}
+
+/// A local port that nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// Whether IPv6 loopback can be bound here.
+pub async fn ipv6_available() -> bool {
+    tokio::net::TcpListener::bind("[::1]:0").await.is_ok()
+}
+
+/// The real server, started from a YAML text; cancelled when dropped.
+pub struct RunningProxy {
+    addrs: Vec<SocketAddr>,
+    token: CancellationToken,
+    handle: Option<JoinHandle<Result<(), snigate::server::ServerError>>>,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RunningProxy {
+    /// The `i`-th listener's address, in `listen` order.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i]
+    }
+
+    /// Cancels the server and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        if let Some(handle) = self.handle.take() {
+            let result = within("the server to drain and stop", handle).await;
+            result.expect("server task panicked").expect("server returned an error");
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Writes `yaml` to a temporary file, loads it with `snigate::config::load`, binds and runs it.
+pub async fn start_proxy(yaml: &str) -> RunningProxy {
+    match try_start_proxy(yaml).await {
+        Ok(proxy) => proxy,
+        Err(error) => panic!("could not start the proxy: {error}\n--- config ---\n{yaml}"),
+    }
+}
+
+pub async fn try_start_proxy(yaml: &str) -> Result<RunningProxy, String> {
+    init_tracing();
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let config_path = dir.path().join("routes.yaml");
+    std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
+    let config = snigate::config::load(&config_path).map_err(|errors| format!("config: {errors}"))?;
+    let server = snigate::server::Server::bind(config).await.map_err(|e| format!("bind: {e:?}"))?;
+    let addrs = server.local_addrs();
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(server.run(token.clone()));
+    Ok(RunningProxy { addrs, token, handle: Some(handle), config_path, _dir: dir })
+}
+
+/// A YAML double-quoted string (paths, names) with `\` and `"` escaped.
+pub fn q(text: impl AsRef<str>) -> String {
+    format!("\"{}\"", text.as_ref().replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `limits:` line most tests use: short timeouts so failures are quick.
+pub const TEST_LIMITS: &str =
+    "limits: { hello_timeout: 3s, max_hello_bytes: 16384, max_connections: 1000, max_handshakes: 64, idle_timeout: 1m, handshake_timeout: 3s, drain_timeout: 1s }";
