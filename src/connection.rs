@@ -170,6 +170,7 @@ async fn forward(
         Err(close) => return close,
     };
     first_write.extend_from_slice(&received);
+    let replayed_bytes = received.len() as u64;
     drop(received);
     let mut backend_stream = connected.stream;
     if let Err(error) = backend_stream.write_all(&first_write).await {
@@ -178,6 +179,7 @@ async fn forward(
     drop(first_write);
     let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &context.hard_stop).await;
     record.transferred = transferred;
+    record.transferred.client_to_backend += replayed_bytes;
     end_to_close(end)
 }
 

@@ -6,10 +6,13 @@
 pub mod backend;
 pub mod config;
 pub mod connection;
+pub mod demo;
 pub mod hello;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;
+pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod signals;
 pub mod tls;

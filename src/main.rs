@@ -1,1 +1,144 @@
-fn main() {}
+//! The `snigate` command: parses the CLI and calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use snigate::config;
+use snigate::server::Server;
+
+/// Exit codes (documented in the README): clap itself exits 2 on a usage error.
+const EXIT_CONFIG_INVALID: u8 = 1;
+const EXIT_RUNTIME_FAILURE: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "snigate", version, about = "SNI-routing TLS stream proxy with PROXY v1/v2 and client-certificate identity")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log line format on stderr; the level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy in the foreground: SIGHUP reloads routes, SIGTERM/SIGINT drain and exit.
+    Run {
+        /// Routes file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a routes file: every problem is listed as file:line:column; exit 0 or 1.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Quickstart: make throwaway demo certificates, start echo backends that answer with the
+    /// PROXY header they received, run the proxy on the example routes, and show one client each.
+    Demo {
+        #[arg(long, short, default_value = "routes.example.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::Demo { config } => demo(&config),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} problem(s)", path.display(), errors.0.len());
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG_INVALID);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!(%error, "cannot start");
+                return ExitCode::from(EXIT_RUNTIME_FAILURE);
+            }
+        };
+        let shutdown = CancellationToken::new();
+        if let Err(error) = snigate::signals::spawn(path.to_path_buf(), server.route_table(), shutdown.clone()) {
+            tracing::error!(%error, "cannot install signal handlers");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+        match server.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "stopped with an error");
+                ExitCode::from(EXIT_RUNTIME_FAILURE)
+            }
+        }
+    })
+}
+
+fn demo(path: &Path) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+    };
+    match runtime.block_on(snigate::demo::run(path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("demo failed: {error:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}

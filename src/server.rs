@@ -66,6 +66,11 @@ impl Server {
         self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
+    /// The live route table; storing a new one routes new connections with it.
+    pub fn route_table(&self) -> Arc<ArcSwap<RouteTable>> {
+        self.routes.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let connections = TaskTracker::new();

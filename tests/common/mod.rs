@@ -172,3 +172,106 @@ pub fn q(text: impl AsRef<str>) -> String {
 /// The `limits:` line most tests use: short timeouts so failures are quick.
 pub const TEST_LIMITS: &str =
     "limits: { hello_timeout: 3s, max_hello_bytes: 16384, max_connections: 1000, max_handshakes: 64, idle_timeout: 1m, handshake_timeout: 3s, drain_timeout: 1s }";
+
+/// Builds one `routes:` entry in block-style YAML.
+#[derive(Debug, Clone)]
+pub struct RouteYaml {
+    name: String,
+    mode: String,
+    sni: Vec<String>,
+    tls: Vec<String>,
+    servers: Vec<String>,
+    backend: Vec<String>,
+}
+
+impl RouteYaml {
+    /// A route with `proxy_protocol: v2` unless [`RouteYaml::proxy`] says otherwise.
+    pub fn new(name: &str, mode: &str) -> RouteYaml {
+        RouteYaml {
+            name: name.into(),
+            mode: mode.into(),
+            sni: Vec::new(),
+            tls: Vec::new(),
+            servers: Vec::new(),
+            backend: vec!["proxy_protocol: v2".into(), "connect_timeout: 2s".into()],
+        }
+    }
+
+    pub fn sni(mut self, names: &[&str]) -> RouteYaml {
+        self.sni.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// `cert:` / `key:` from a generated leaf.
+    pub fn cert(mut self, leaf: &Leaf) -> RouteYaml {
+        self.tls.push(format!("cert: {}", q(leaf.cert_path.to_str().unwrap())));
+        self.tls.push(format!("key: {}", q(leaf.key_path.to_str().unwrap())));
+        self
+    }
+
+    /// Any other line under `tls:` (e.g. `client_auth: required`).
+    pub fn tls(mut self, line: impl Into<String>) -> RouteYaml {
+        self.tls.push(line.into());
+        self
+    }
+
+    /// `client_auth: <mode>` plus `client_ca:` pointing at `ca`.
+    pub fn client_auth(self, mode: &str, ca: &Ca) -> RouteYaml {
+        self.tls(format!("client_auth: {mode}")).tls(format!("client_ca: {}", q(ca.cert_path.to_str().unwrap())))
+    }
+
+    pub fn server(mut self, addr: impl ToString) -> RouteYaml {
+        self.servers.push(addr.to_string());
+        self
+    }
+
+    /// `proxy_protocol: none | v1 | v2`.
+    pub fn proxy(mut self, version: &str) -> RouteYaml {
+        self.backend.retain(|line| !line.starts_with("proxy_protocol:"));
+        self.backend.push(format!("proxy_protocol: {version}"));
+        self
+    }
+
+    /// Any other line under `backend:` (e.g. `identity: san_dns`).
+    pub fn backend(mut self, line: impl Into<String>) -> RouteYaml {
+        self.backend.push(line.into());
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = format!("  - name: {}\n", q(&self.name));
+        if !self.sni.is_empty() {
+            let names: Vec<String> = self.sni.iter().map(q).collect();
+            out += &format!("    sni: [{}]\n", names.join(", "));
+        }
+        out += &format!("    mode: {}\n", self.mode);
+        if !self.tls.is_empty() {
+            out += "    tls:\n";
+            for line in &self.tls {
+                out += &format!("      {line}\n");
+            }
+        }
+        out += "    backend:\n";
+        let servers: Vec<String> = self.servers.iter().map(q).collect();
+        out += &format!("      servers: [{}]\n", servers.join(", "));
+        for line in &self.backend {
+            out += &format!("      {line}\n");
+        }
+        out
+    }
+}
+
+/// A whole config: `listen`, `default`, [`TEST_LIMITS`] and the routes.
+pub fn config_yaml(listen: &[&str], default: &str, routes: &[RouteYaml]) -> String {
+    let listen: Vec<String> = listen.iter().map(q).collect();
+    let mut out = format!("listen: [{}]\ndefault: {}\n{TEST_LIMITS}\nroutes:\n", listen.join(", "), q(default));
+    for route in routes {
+        out += &route.render();
+    }
+    out
+}
+
+/// A config on one IPv4 loopback listener.
+pub fn config_v4(default: &str, routes: &[RouteYaml]) -> String {
+    config_yaml(&["127.0.0.1:0"], default, routes)
+}

@@ -116,3 +116,23 @@ pub async fn tls_connect(
         .map_err(|e| format!("TLS handshake: {e}"))?;
     Ok((stream, local))
 }
+
+/// Connects expecting the proxy to refuse the TLS session (handshake error, or — in TLS 1.3,
+/// where a client finishes before the server has judged its certificate — an alert or EOF on
+/// the first read). Returns a description of how it was refused; panics if data came through.
+pub async fn expect_refused(addr: SocketAddr, config: Arc<ClientConfig>, sni: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    match tls_connect(addr, config, sni).await {
+        Err(error) => error,
+        Ok((mut tls, _)) => {
+            let _ = tls.write_all(b"ping").await;
+            let _ = tls.flush().await;
+            let mut buf = [0u8; 64];
+            match within("the proxy to refuse the session", tls.read(&mut buf)).await {
+                Ok(0) => "EOF after the handshake".to_string(),
+                Ok(n) => panic!("a refused session delivered data: {:?}", &buf[..n]),
+                Err(error) => format!("read error: {error}"),
+            }
+        }
+    }
+}
