@@ -368,12 +368,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let raw: RawConfig = yaml_serde::from_str(source).map_err(|error| {
         let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line,
-            column,
-            message: error.to_string(),
-        }])
+        let message = error.to_string();
+        // The position goes in front, as for every other problem.
+        let message = match message.rfind(" at line ") {
+            Some(at) if line > 0 => message[..at].to_string(),
+            _ => message,
+        };
+        ConfigErrors(vec![ConfigError { file: path.to_path_buf(), line, column, message }])
     })?;
     validate(raw, source, path)
 }
@@ -473,6 +474,7 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
     };
 
     if !errors.is_empty() {
+        errors.sort_by_key(|error| (error.line, error.column));
         return Err(ConfigErrors(errors));
     }
     Ok(Config {

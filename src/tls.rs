@@ -87,6 +87,14 @@ impl RouteTls {
                 .map_err(|p| problems.extend(p))
                 .ok(),
         };
+        if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
+            // The CRLs are not used without a CA, but a missing or broken file is still worth naming.
+            for crl_path in &raw.crl {
+                if let Err(message) = load_crls(&resolve(crl_path)) {
+                    problems.push(TlsProblem::file(crl_path, message));
+                }
+            }
+        }
         if raw.client_auth == ClientAuth::None && (raw.client_ca.is_some() || !raw.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }

@@ -136,10 +136,12 @@ async fn client_hello_spanning_two_tls_records_is_routed_and_replayed_byte_exact
     let mut backend = TestBackend::start(BackendOpts::tls(ProxyExpect::V2, server_config(&b.leaf, &[]))).await;
     let proxy = start_proxy(&config_v4("reject", &[passthrough_route(&backend)])).await;
 
-    // A real (post-quantum sized) rustls hello, re-framed so the SNI sits in the second record.
+    // A real (post-quantum sized) rustls hello, re-framed so the SNI's bytes are split between
+    // the two records ("b." in the first, "test" in the second).
     let (mut conn, hello) = rustls_hello(simple_client(&b.ca.cert_der, None), "b.test");
-    let payload_len = hello.len() - 5;
-    let two_records = reframe_into_two_records(&hello, payload_len.min(200) / 2);
+    let payload = &hello[5..];
+    let name_at = payload.windows(6).position(|w| w == b"b.test").expect("SNI in the hello");
+    let two_records = reframe_into_two_records(&hello, name_at + 2);
     assert_eq!(two_records.len(), hello.len() + 5);
     let mut tcp = TcpStream::connect(proxy.addr(0)).await.unwrap();
     let local = tcp.local_addr().unwrap();
