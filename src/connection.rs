@@ -18,7 +18,7 @@ use crate::proxy_header::{self, Meta, Ssl};
 use crate::relay::{self, Transferred};
 use crate::routes::RouteTable;
 use crate::tls::Session;
-use crate::{backend, tls};
+use crate::{backend, inbound, tls};
 
 /// Fatal `unrecognized_name` alert (TLS record, alert level 2, description 112).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
@@ -27,6 +27,8 @@ const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x
 #[derive(Debug)]
 pub struct Context {
     pub limits: Limits,
+    /// Peers whose connections start with a PROXY header naming the real client.
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
     pub handshakes: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the drain deadline passes: live relays close.
     pub hard_stop: CancellationToken,
@@ -62,6 +64,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, rout
     let span = tracing::info_span!(
         "conn",
         peer = %peer,
+        via = field::Empty,
         listener = %local,
         sni = field::Empty,
         route = field::Empty,
@@ -104,19 +107,37 @@ async fn serve(
 ) -> Close {
     let _ = stream.set_nodelay(true);
     let limits = &context.limits;
-    let received = match hello::read(&mut stream, limits.max_hello_bytes, limits.hello_timeout).await {
+    let span = tracing::Span::current();
+    let deadline = tokio::time::Instant::now() + limits.hello_timeout;
+    let mut client = peer;
+    let mut already_read = Vec::new();
+    if inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
+        match inbound::read(&mut stream, deadline).await {
+            Ok(header) => {
+                if let Some(original) = header.client {
+                    client = original;
+                    span.record("peer", field::display(client)).record("via", field::display(peer));
+                }
+                already_read = header.rest;
+            }
+            Err(error) => return Close::because(error.reason(), error),
+        }
+    }
+    let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
         Ok(received) => received,
         Err(error) => return Close::because(error.reason(), error),
     };
-    let span = tracing::Span::current();
     let hello = match received.progress {
         Progress::Complete(hello) => hello,
+        Progress::NotTls if inbound::looks_like_proxy_header(&received.bytes) => {
+            return Close::because("untrusted_proxy_header", "PROXY header from a peer not in accept_proxy_from");
+        }
         Progress::NotTls => {
             let Some(route) = routes.default_route().filter(|r| r.mode == Mode::Tcp) else {
                 return Close::new("not_tls");
             };
             span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
-            return forward(stream, received.bytes, peer, local, None, route, context, record).await;
+            return forward(stream, received.bytes, client, local, None, route, context, record).await;
         }
         Progress::Incomplete => return Close::new("hello_incomplete"),
     };
@@ -135,9 +156,9 @@ async fn serve(
     span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
     match (&route.tls, route.mode) {
         (Some(route_tls), Mode::Terminate) => {
-            terminate(stream, received.bytes, peer, local, &hello, route, route_tls, context, record).await
+            terminate(stream, received.bytes, client, local, &hello, route, route_tls, context, record).await
         }
-        _ => forward(stream, received.bytes, peer, local, Some(&hello), route, context, record).await,
+        _ => forward(stream, received.bytes, client, local, Some(&hello), route, context, record).await,
     }
 }
 
@@ -146,7 +167,7 @@ async fn serve(
 async fn forward(
     stream: TcpStream,
     received: Vec<u8>,
-    peer: SocketAddr,
+    client: SocketAddr,
     local: SocketAddr,
     hello: Option<&Hello>,
     route: &Route,
@@ -159,7 +180,7 @@ async fn forward(
     };
     record.backend = Some(connected.server);
     let meta = Meta {
-        source: Some(peer),
+        source: Some(client),
         destination: Some(local),
         authority: hello.and_then(|h| h.server_name.as_deref()),
         alpn: hello.and_then(|h| h.alpn.first()).map(Vec::as_slice),
@@ -189,7 +210,7 @@ async fn forward(
 async fn terminate(
     stream: TcpStream,
     received: Vec<u8>,
-    peer: SocketAddr,
+    client: SocketAddr,
     local: SocketAddr,
     hello: &Hello,
     route: &Route,
@@ -218,7 +239,7 @@ async fn terminate(
     };
     record.backend = Some(connected.server);
     let meta = Meta {
-        source: Some(peer),
+        source: Some(client),
         destination: Some(local),
         authority: hello.server_name.as_deref(),
         alpn: session.alpn.as_deref(),

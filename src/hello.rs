@@ -5,11 +5,10 @@
 //! tls-parser parses complete messages only, so the record framing and reassembly here are ours;
 //! the hello body and its extensions are parsed by tls-parser.
 
-use std::time::Duration;
-
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::routes;
 
@@ -78,8 +77,8 @@ pub enum HelloError {
     NotClientHello { msg_type: u8 },
     #[error("malformed ClientHello: {0}")]
     Malformed(&'static str),
-    #[error("ClientHello not complete within hello_timeout ({0:?})")]
-    Timeout(Duration),
+    #[error("ClientHello not complete within hello_timeout")]
+    Timeout,
     #[error("client closed the connection during the ClientHello")]
     ClosedEarly,
     #[error("reading the ClientHello: {0}")]
@@ -96,7 +95,7 @@ impl HelloError {
             | HelloError::UnexpectedRecord { .. }
             | HelloError::NotClientHello { .. }
             | HelloError::Malformed(_) => "hello_malformed",
-            HelloError::Timeout(_) => "hello_timeout",
+            HelloError::Timeout => "hello_timeout",
             HelloError::ClosedEarly => "client_closed",
             HelloError::Io(_) => "client_io",
         }
@@ -226,22 +225,28 @@ pub struct Received {
     pub progress: Progress,
 }
 
-/// Reads from `stream` until the buffer holds a complete ClientHello or is known not to be TLS,
-/// within `hello_timeout` in total and `max_bytes` of buffer.
+/// Reads from `stream` until the buffer (starting with `bytes`, anything already read) holds a
+/// complete ClientHello or is known not to be TLS, by `deadline` and within `max_bytes`.
 pub async fn read(
     stream: &mut TcpStream,
+    mut bytes: Vec<u8>,
     max_bytes: usize,
-    hello_timeout: Duration,
+    deadline: Instant,
 ) -> Result<Received, HelloError> {
-    let deadline = tokio::time::Instant::now() + hello_timeout;
-    let mut bytes = Vec::with_capacity(READ_CHUNK_BYTES.min(max_bytes));
+    if !bytes.is_empty() {
+        match parse(&bytes, max_bytes)? {
+            Progress::Incomplete => {}
+            progress => return Ok(Received { bytes, progress }),
+        }
+    }
+    bytes.reserve(READ_CHUNK_BYTES.min(max_bytes));
     loop {
         let room = max_bytes.saturating_sub(bytes.len()).clamp(1, READ_CHUNK_BYTES);
         let start = bytes.len();
         bytes.resize(start + room, 0);
         let read = tokio::time::timeout_at(deadline, stream.read(&mut bytes[start..])).await;
         let n = match read {
-            Err(_) => return Err(HelloError::Timeout(hello_timeout)),
+            Err(_) => return Err(HelloError::Timeout),
             Ok(Err(error)) => return Err(HelloError::Io(error.to_string())),
             Ok(Ok(n)) => n,
         };

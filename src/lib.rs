@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod hello;
+pub mod inbound;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;

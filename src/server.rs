@@ -52,6 +52,7 @@ impl Server {
             handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
             hard_stop: CancellationToken::new(),
             limits: config.limits.clone(),
+            accept_proxy_from: config.accept_proxy_from.clone(),
         };
         Ok(Server {
             listeners,

@@ -1,0 +1,178 @@
+//! Inbound PROXY headers, from the load balancers listed in `accept_proxy_from` only: a v1 or v2
+//! header is required from them (parsed with ppp, also when it arrives in pieces, within the
+//! hello deadline) and its source address becomes the client address. Its TLVs are dropped: what
+//! snigate sends on is built from its own view of the connection.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ppp::{HeaderResult, PartialResult};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Largest inbound header accepted. v1 is at most 107 bytes; v2 bodies from cloud load
+/// balancers carry a few TLVs (VPC endpoint IDs, unique IDs) and stay well under this.
+pub const MAX_INBOUND_HEADER_BYTES: usize = 4096;
+const READ_CHUNK_BYTES: usize = 1024;
+/// The longest v1 line the spec allows, CRLF included.
+const MAX_V1_LINE_BYTES: usize = 107;
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("no complete PROXY header from a trusted peer within hello_timeout")]
+    Timeout,
+    #[error("peer closed the connection during the PROXY header")]
+    ClosedEarly,
+    #[error("PROXY header larger than {MAX_INBOUND_HEADER_BYTES} bytes")]
+    TooLarge,
+    #[error("bad PROXY header from a trusted peer: {0}")]
+    Malformed(String),
+    #[error("reading the PROXY header: {0}")]
+    Io(String),
+}
+
+impl InboundError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InboundError::Timeout => "proxy_header_timeout",
+            InboundError::ClosedEarly => "client_closed",
+            InboundError::TooLarge | InboundError::Malformed(_) => "proxy_header_malformed",
+            InboundError::Io(_) => "client_io",
+        }
+    }
+}
+
+/// What a trusted peer's header said, and the bytes that followed it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The original client; `None` for the LOCAL command or UNKNOWN family (a health check).
+    pub client: Option<SocketAddr>,
+    /// Bytes read past the header: the start of the ClientHello.
+    pub rest: Vec<u8>,
+}
+
+/// Whether `address` may send a PROXY header.
+pub fn is_trusted(trusted: &[ipnet::IpNet], address: IpAddr) -> bool {
+    let address = address.to_canonical();
+    trusted.iter().any(|net| net.contains(&address))
+}
+
+/// Whether bytes that are not TLS start like a PROXY header (v1 or v2).
+pub fn looks_like_proxy_header(bytes: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        let n = bytes.len().min(prefix.len());
+        n > 0 && bytes[..n] == prefix[..n]
+    };
+    starts(b"PROXY ") || starts(V2_SIGNATURE)
+}
+
+/// Reads a PROXY v1 or v2 header by `deadline`.
+pub async fn read(stream: &mut TcpStream, deadline: Instant) -> Result<Inbound, InboundError> {
+    let mut bytes: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let start = bytes.len();
+        let room = (MAX_INBOUND_HEADER_BYTES + READ_CHUNK_BYTES).saturating_sub(start).min(READ_CHUNK_BYTES);
+        bytes.resize(start + room, 0);
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut bytes[start..])).await {
+            Err(_) => return Err(InboundError::Timeout),
+            Ok(Err(error)) => return Err(InboundError::Io(error.to_string())),
+            Ok(Ok(0)) => return Err(InboundError::ClosedEarly),
+            Ok(Ok(n)) => n,
+        };
+        bytes.truncate(start + n);
+        if let Some(parsed) = parse(&bytes)? {
+            let (client, header_len) = parsed;
+            bytes.drain(..header_len);
+            return Ok(Inbound { client, rest: bytes });
+        }
+        if bytes.len() >= MAX_INBOUND_HEADER_BYTES {
+            return Err(InboundError::TooLarge);
+        }
+    }
+}
+
+/// `Some((client, header length))` once a whole header is in `bytes`; `None` if more is needed.
+fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, InboundError> {
+    let result = HeaderResult::parse(bytes);
+    if result.is_incomplete() {
+        // ppp calls a v1 line with a bad field "incomplete"; a line that has ended is not.
+        let v1_line_ended = bytes.starts_with(b"PROXY ") && bytes.windows(2).any(|w| w == b"\r\n");
+        if v1_line_ended || (bytes.starts_with(b"PROXY ") && bytes.len() > MAX_V1_LINE_BYTES) {
+            return Err(InboundError::Malformed("PROXY v1 line does not parse".into()));
+        }
+        return Ok(None);
+    }
+    match result {
+        HeaderResult::V1(Ok(header)) => {
+            let client = match header.addresses {
+                ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                ppp::v1::Addresses::Unknown => None,
+            };
+            Ok(Some((client, header.header.len())))
+        }
+        HeaderResult::V2(Ok(header)) => {
+            let client = match (header.command, header.addresses) {
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
+                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                }
+                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
+                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                }
+                _ => None,
+            };
+            Ok(Some((client, header.len())))
+        }
+        HeaderResult::V1(Err(error)) => Err(InboundError::Malformed(error.to_string())),
+        HeaderResult::V2(Err(error)) => Err(InboundError::Malformed(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_header_gives_the_client_and_its_length() {
+        let bytes = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 8883\r\n\x16\x03\x01";
+        let (client, len) = parse(bytes).unwrap().unwrap();
+        assert_eq!(client, Some("203.0.113.7:40000".parse().unwrap()));
+        assert_eq!(len, bytes.len() - 3);
+    }
+
+    #[test]
+    fn v2_header_in_pieces_is_incomplete_until_whole() {
+        let header = crate::proxy_header::encode_v2(&crate::proxy_header::Meta {
+            source: Some("[2001:db8::7]:5000".parse().unwrap()),
+            destination: Some("[2001:db8::1]:8883".parse().unwrap()),
+            authority: Some("forged.example"),
+            ..Default::default()
+        })
+        .unwrap();
+        for end in 1..header.len() {
+            assert!(parse(&header[..end]).unwrap().is_none(), "prefix {end}");
+        }
+        let (client, len) = parse(&header).unwrap().unwrap();
+        assert_eq!(client, Some("[2001:db8::7]:5000".parse().unwrap()));
+        assert_eq!(len, header.len());
+    }
+
+    #[test]
+    fn garbage_from_a_trusted_peer_is_malformed() {
+        assert!(matches!(parse(b"\x16\x03\x01\x02\x00"), Err(InboundError::Malformed(_))));
+        assert!(matches!(parse(b"PROXY TCP4 nonsense here\r\n"), Err(InboundError::Malformed(_))));
+    }
+
+    #[test]
+    fn trust_and_header_detection() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted(&trusted, "10.1.2.3".parse().unwrap()));
+        assert!(is_trusted(&trusted, "::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!is_trusted(&trusted, "11.1.2.3".parse().unwrap()));
+        assert!(looks_like_proxy_header(b"PROXY TCP4"));
+        assert!(looks_like_proxy_header(b"PRO"));
+        assert!(looks_like_proxy_header(b"\r\n\r\n\0\r\nQUIT\n!"));
+        assert!(!looks_like_proxy_header(b"GET / HTTP/1.1"));
+    }
+}
