@@ -93,7 +93,7 @@ pub async fn read(stream: &mut TcpStream, deadline: Instant) -> Result<Inbound, 
 }
 
 /// `Some((client, header length))` once a whole header is in `bytes`; `None` if more is needed.
-fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, InboundError> {
+pub fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, InboundError> {
     let result = HeaderResult::parse(bytes);
     if result.is_incomplete() {
         // ppp calls a v1 line with a bad field "incomplete"; a line that has ended is not.
