@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_HELLO_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 /// Concurrent TLS handshakes on terminate routes: the CPU-heavy step a flood targets.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+/// Open connections from one client address; 0 = no cap (fleets behind carrier NAT share one).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 /// No bytes either way for this long closes the connection (MQTT keep-alives are ≤ a few minutes).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// A terminate handshake (after the hello arrived) must finish within this.
@@ -73,6 +75,9 @@ pub struct RawLimits {
     /// Default 1024.
     #[serde(default)]
     pub max_handshakes: Option<usize>,
+    /// Default 0 (no cap).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
     /// Default 15m.
     #[serde(default, deserialize_with = "opt_duration")]
     pub idle_timeout: Option<Duration>,
@@ -231,6 +236,7 @@ pub struct Limits {
     pub max_hello_bytes: usize,
     pub max_connections: usize,
     pub max_handshakes: usize,
+    pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
@@ -493,6 +499,7 @@ fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError
         max_hello_bytes: raw.max_hello_bytes.unwrap_or(DEFAULT_MAX_HELLO_BYTES),
         max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         max_handshakes: raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+        max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         handshake_timeout: raw.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
         drain_timeout: raw.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),

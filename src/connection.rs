@@ -13,12 +13,16 @@ use tracing::{field, Instrument};
 
 use crate::config::{Limits, Mode, ProxyProtocol, Route};
 use crate::hello::{self, Hello, Progress};
+use crate::ip_limit::IpLimiter;
 use crate::prefixed::Prefixed;
 use crate::proxy_header::{self, Meta, Ssl};
 use crate::relay::{self, Transferred};
 use crate::routes::RouteTable;
 use crate::tls::Session;
 use crate::{backend, inbound, tls};
+
+/// How long a terminate connection waits for a handshake slot when `max_handshakes` are running.
+const HANDSHAKE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Fatal `unrecognized_name` alert (TLS record, alert level 2, description 112).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
@@ -29,6 +33,7 @@ pub struct Context {
     pub limits: Limits,
     /// Peers whose connections start with a PROXY header naming the real client.
     pub accept_proxy_from: Vec<ipnet::IpNet>,
+    pub per_ip: Arc<IpLimiter>,
     pub handshakes: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the drain deadline passes: live relays close.
     pub hard_stop: CancellationToken,
@@ -123,6 +128,9 @@ async fn serve(
             Err(error) => return Close::because(error.reason(), error),
         }
     }
+    let Some(_ip_permit) = context.per_ip.try_acquire(client.ip()) else {
+        return Close::because("per_ip_limit", format!("{} open connections from this address", limits.max_connections_per_ip));
+    };
     let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
         Ok(received) => received,
         Err(error) => return Close::because(error.reason(), error),
@@ -219,16 +227,22 @@ async fn terminate(
     record: &mut Record,
 ) -> Close {
     let limits = &context.limits;
-    let handshake = async {
-        let _permit = context.handshakes.acquire().await;
-        TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)).await
+    let Ok(Ok(_handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await else {
+        return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
     };
+    let handshake = TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream));
     let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Err(_) => return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout)),
         Ok(Err(error)) => return Close::because("handshake_failed", error),
         Ok(Ok(tls_stream)) => tls_stream,
     };
-    let session = Session::from_connection(tls_stream.get_ref().1, route_tls.identity);
+    let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
+        Ok(session) => session,
+        Err(error) => {
+            let _ = tls_stream.shutdown().await;
+            return Close::because("bad_client_identity", error);
+        }
+    };
     let connected = match backend::connect(&route.backend).await {
         Ok(connected) => connected,
         Err(error) => {

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod demo;
 pub mod hello;
 pub mod inbound;
+pub mod ip_limit;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::connection::{self, Context};
+use crate::ip_limit::IpLimiter;
 use crate::routes::RouteTable;
 
 /// Pending connections the kernel queues per listener while we are at `max_connections`.
@@ -53,6 +54,7 @@ impl Server {
             hard_stop: CancellationToken::new(),
             limits: config.limits.clone(),
             accept_proxy_from: config.accept_proxy_from.clone(),
+            per_ip: IpLimiter::new(config.limits.max_connections_per_ip),
         };
         Ok(Server {
             listeners,

@@ -256,11 +256,34 @@ pub struct Session {
     pub client_serial: Option<String>,
 }
 
+/// Longest identity passed to the backend: the PROXY v2 spec and Mosquitto cap TLV strings there.
+pub const MAX_IDENTITY_BYTES: usize = 255;
+
+/// A verified client certificate whose identity cannot be passed on safely.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("client certificate identity has {0} bytes, over the {MAX_IDENTITY_BYTES}-byte limit")]
+    TooLong(usize),
+    #[error("client certificate identity contains control characters (shown escaped: {0})")]
+    ControlCharacters(String),
+}
+
 impl Session {
-    pub fn from_connection(connection: &ServerConnection, identity: Identity) -> Session {
+    /// Reads the finished handshake. A certificate whose identity holds NUL or other control
+    /// characters, or is over 255 bytes, is refused rather than passed to the backend altered.
+    pub fn from_connection(connection: &ServerConnection, identity: Identity) -> Result<Session, IdentityError> {
         let leaf = connection.peer_certificates().and_then(|certs| certs.first());
         let parsed = leaf.and_then(|der| X509Certificate::from_der(der).ok()).map(|(_, cert)| cert);
-        Session {
+        let client_identity = parsed.as_ref().and_then(|cert| certificate_identity(cert, identity));
+        if let Some(value) = &client_identity {
+            if value.len() > MAX_IDENTITY_BYTES {
+                return Err(IdentityError::TooLong(value.len()));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(IdentityError::ControlCharacters(value.escape_debug().to_string()));
+            }
+        }
+        Ok(Session {
             version: match connection.protocol_version() {
                 Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
                 Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -270,9 +293,9 @@ impl Session {
             alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
             client_cert: leaf.is_some(),
             client_cert_this_connection: leaf.is_some() && connection.handshake_kind() != Some(HandshakeKind::Resumed),
-            client_identity: parsed.as_ref().and_then(|cert| certificate_identity(cert, identity)),
+            client_identity,
             client_serial: parsed.as_ref().map(|cert| cert.raw_serial_as_string().replace(':', "")),
-        }
+        })
     }
 }
 
