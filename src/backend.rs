@@ -63,10 +63,9 @@ async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Conne
     let attempt = async {
         let addresses: Vec<SocketAddr> = match server.parse::<SocketAddr>() {
             Ok(address) => vec![address],
-            Err(_) => tokio::net::lookup_host(server)
-                .await
-                .map_err(|error| format!("cannot resolve: {error}"))?
-                .collect(),
+            Err(_) => {
+                tokio::net::lookup_host(server).await.map_err(|error| format!("cannot resolve: {error}"))?.collect()
+            }
         };
         let mut last_error = String::from("name resolved to no address");
         for address in addresses {
@@ -80,7 +79,5 @@ async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Conne
         }
         Err(last_error)
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("connect timed out after {timeout:?}")))
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("connect timed out after {timeout:?}")))
 }

@@ -205,9 +205,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m, h or d)"))?;
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+    let value: u64 = digits.parse().map_err(|_| format!("duration {text:?} does not start with a number"))?;
     let millis_per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -323,9 +321,8 @@ impl Locator<'_> {
                 let at = start + offset;
                 let before = content[..at].chars().next_back();
                 let after = content[at + needle.len()..].chars().next();
-                let boundary = |c: Option<char>| {
-                    c.is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')))
-                };
+                let boundary =
+                    |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')));
                 if boundary(before) && boundary(after) {
                     return (index + 1, content[..at].chars().count() + 1);
                 }
@@ -419,32 +416,27 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
             match routes::Pattern::parse(pattern) {
                 Ok(parsed) => {
                     if let Some(other) = hostnames.insert(parsed.key(), &raw_route.name) {
-                        errors.push(locator.error(
-                            position,
-                            format!("hostname {pattern:?} is already used by route {other:?}"),
-                        ));
+                        errors.push(
+                            locator.error(position, format!("hostname {pattern:?} is already used by route {other:?}")),
+                        );
                     }
                     patterns.push((parsed, routes.len()));
                 }
-                Err(reason) => {
-                    errors.push(locator.error(position, format!("bad hostname {pattern:?}: {reason}")))
-                }
+                Err(reason) => errors.push(locator.error(position, format!("bad hostname {pattern:?}: {reason}"))),
             }
         }
         let backend = build_backend(raw_route, &locator, route_line, &mut errors);
         let route_tls = match (raw_route.mode, &raw_route.tls) {
-            (Mode::Terminate, Some(raw_tls)) => {
-                match tls::RouteTls::build(raw_tls, backend.identity, base_dir) {
-                    Ok(route_tls) => Some(route_tls),
-                    Err(problems) => {
-                        for problem in problems {
-                            let position = locator.find(&problem.value, route_line);
-                            errors.push(locator.error(position, problem.message));
-                        }
-                        None
+            (Mode::Terminate, Some(raw_tls)) => match tls::RouteTls::build(raw_tls, backend.identity, base_dir) {
+                Ok(route_tls) => Some(route_tls),
+                Err(problems) => {
+                    for problem in problems {
+                        let position = locator.find(&problem.value, route_line);
+                        errors.push(locator.error(position, problem.message));
                     }
+                    None
                 }
-            }
+            },
             (Mode::Terminate, None) => {
                 errors.push(locator.error(
                     locator.find("mode", route_line),
@@ -470,10 +462,10 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
         Some(name) => match names.get(name) {
             Some(&index) => Some(index),
             None => {
-                errors.push(locator.error(
-                    locator.find(name, 1),
-                    format!("`default` names route {name:?}, which does not exist"),
-                ));
+                errors.push(
+                    locator
+                        .error(locator.find(name, 1), format!("`default` names route {name:?}, which does not exist")),
+                );
                 None
             }
         },
@@ -528,12 +520,7 @@ fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError
     limits
 }
 
-fn build_backend(
-    raw_route: &RawRoute,
-    locator: &Locator,
-    route_line: usize,
-    errors: &mut Vec<ConfigError>,
-) -> Backend {
+fn build_backend(raw_route: &RawRoute, locator: &Locator, route_line: usize, errors: &mut Vec<ConfigError>) -> Backend {
     let raw = &raw_route.backend;
     if raw.servers.is_empty() {
         errors.push(locator.error(
@@ -543,18 +530,16 @@ fn build_backend(
     }
     for server in &raw.servers {
         if let Err(reason) = check_server_address(server) {
-            errors.push(locator.error(
-                locator.find(server, route_line),
-                format!("bad backend server {server:?}: {reason}"),
-            ));
+            errors.push(
+                locator.error(locator.find(server, route_line), format!("bad backend server {server:?}: {reason}")),
+            );
         }
     }
     let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     if connect_timeout.is_zero() {
-        errors.push(locator.error(
-            locator.find("connect_timeout", route_line),
-            "connect_timeout must be longer than 0".into(),
-        ));
+        errors.push(
+            locator.error(locator.find("connect_timeout", route_line), "connect_timeout must be longer than 0".into()),
+        );
     }
     Backend {
         servers: raw.servers.clone(),

@@ -65,7 +65,13 @@ impl Close {
 }
 
 /// Serves one accepted connection to the end, logging one line when it closes.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, routes: Arc<RouteTable>, context: Arc<Context>) {
+pub async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    routes: Arc<RouteTable>,
+    context: Arc<Context>,
+) {
     let span = tracing::info_span!(
         "conn",
         peer = %peer,
@@ -129,7 +135,10 @@ async fn serve(
         }
     }
     let Some(_ip_permit) = context.per_ip.try_acquire(client.ip()) else {
-        return Close::because("per_ip_limit", format!("{} open connections from this address", limits.max_connections_per_ip));
+        return Close::because(
+            "per_ip_limit",
+            format!("{} open connections from this address", limits.max_connections_per_ip),
+        );
     };
     let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
         Ok(received) => received,
@@ -206,7 +215,8 @@ async fn forward(
         return Close::because("backend_error", error);
     }
     drop(first_write);
-    let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &context.hard_stop).await;
+    let (transferred, end) =
+        relay::relay(stream, backend_stream, context.limits.idle_timeout, &context.hard_stop).await;
     record.transferred = transferred;
     record.transferred.client_to_backend += replayed_bytes;
     end_to_close(end)
@@ -227,7 +237,8 @@ async fn terminate(
     record: &mut Record,
 ) -> Close {
     let limits = &context.limits;
-    let Ok(Ok(_handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await else {
+    let Ok(Ok(_handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
+    else {
         return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
     };
     let handshake = TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream));

@@ -42,7 +42,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let passthrough_tls = backend_tls_config(&dir)?;
     for route in config.routes.routes() {
         for server in &route.backend.servers {
-            let address: SocketAddr = server.parse().with_context(|| format!("demo backends need IP:port, got {server}"))?;
+            let address: SocketAddr =
+                server.parse().with_context(|| format!("demo backends need IP:port, got {server}"))?;
             let listener = TcpListener::bind(address).await.with_context(|| format!("demo backend {address}"))?;
             let tls = (route.mode == Mode::Passthrough).then(|| passthrough_tls.clone());
             tokio::spawn(serve_backend(listener, route.name.clone(), route.backend.proxy_protocol, tls));
@@ -152,7 +153,10 @@ fn describe(header: &proxy_header::Decoded) -> String {
         }
     }
     if let Some(verify) = header.ssl_verify {
-        parts.push(format!("verify {verify}{}", if verify == 0 { " (certificate verified)" } else { " (no client certificate)" }));
+        parts.push(format!(
+            "verify {verify}{}",
+            if verify == 0 { " (certificate verified)" } else { " (no client certificate)" }
+        ));
     }
     parts.join(", ")
 }
@@ -167,7 +171,8 @@ async fn show_demo_client(route: &Route, proxy: SocketAddr, dir: &Path) {
         Mode::Terminate => {
             let name = if route.name == "mqtt-a" { "a.snigate.test" } else { "b.snigate.test" };
             let with_cert = route.name == "mqtt-a";
-            let label = if with_cert { "with client certificate CN=demo-client" } else { "without a client certificate" };
+            let label =
+                if with_cert { "with client certificate CN=demo-client" } else { "without a client certificate" };
             (format!("TLS to {name} {label}"), tls_client(proxy, name, dir, with_cert, "ca.pem").await)
         }
     };
@@ -310,7 +315,12 @@ fn ca(name: &str) -> Result<(rcgen::Certificate, CertificateParams, KeyPair)> {
 }
 
 /// A leaf certificate and its key, PEM; `serial` pins the serial number so the CRL can name it.
-fn leaf(common_name: &str, dns_names: Vec<String>, serial: Option<u64>, issuer: &Issuer<'_, KeyPair>) -> Result<(String, String)> {
+fn leaf(
+    common_name: &str,
+    dns_names: Vec<String>,
+    serial: Option<u64>,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(dns_names)?;
     params.distinguished_name.push(DnType::CommonName, common_name);

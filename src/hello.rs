@@ -424,14 +424,8 @@ mod tests {
         assert_eq!(parse(&[0x16, 3, 1, 0x40, 0x01], 65536), Err(HelloError::RecordTooLong { len: 16385 }));
         assert_eq!(parse(&[0x16, 3, 1, 0, 0], 16384), Err(HelloError::EmptyRecord));
         // A handshake header claiming more than the cap.
-        assert_eq!(
-            parse(&[0x16, 3, 1, 0, 4, 1, 0x01, 0, 0], 16384),
-            Err(HelloError::TooLarge { max_bytes: 16384 })
-        );
-        assert_eq!(
-            parse(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0], 16384),
-            Err(HelloError::NotClientHello { msg_type: 2 })
-        );
+        assert_eq!(parse(&[0x16, 3, 1, 0, 4, 1, 0x01, 0, 0], 16384), Err(HelloError::TooLarge { max_bytes: 16384 }));
+        assert_eq!(parse(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0], 16384), Err(HelloError::NotClientHello { msg_type: 2 }));
         let mut alert_inside = records(&hello_message(&[]), 10);
         alert_inside.truncate(15);
         alert_inside.extend_from_slice(&[0x15, 3, 3, 0, 2, 2, 40]);

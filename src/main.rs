@@ -14,7 +14,11 @@ const EXIT_CONFIG_INVALID: u8 = 1;
 const EXIT_RUNTIME_FAILURE: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "snigate", version, about = "SNI-routing TLS stream proxy with PROXY v1/v2 and client-certificate identity")]
+#[command(
+    name = "snigate",
+    version,
+    about = "SNI-routing TLS stream proxy with PROXY v1/v2 and client-certificate identity"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

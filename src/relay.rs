@@ -66,7 +66,8 @@ where
     let download = AtomicU64::new(0);
 
     let upstream = copy_half(&mut client_read, &mut backend_write, Side::Client, &upload, &last_activity_ms, started);
-    let downstream = copy_half(&mut backend_read, &mut client_write, Side::Backend, &download, &last_activity_ms, started);
+    let downstream =
+        copy_half(&mut backend_read, &mut client_write, Side::Backend, &download, &last_activity_ms, started);
     tokio::pin!(upstream, downstream);
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);

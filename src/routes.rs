@@ -197,10 +197,8 @@ mod tests {
 
     #[test]
     fn exact_beats_wildcard_and_longest_wildcard_wins() {
-        let t = table(
-            &[("a.test", "exact"), ("*.a.test", "wild"), ("*.deep.a.test", "deeper"), ("*.test", "top")],
-            None,
-        );
+        let t =
+            table(&[("a.test", "exact"), ("*.a.test", "wild"), ("*.deep.a.test", "deeper"), ("*.test", "top")], None);
         assert_eq!(matched(&t, b"a.test"), Some("exact"));
         assert_eq!(matched(&t, b"x.a.test"), Some("wild"));
         assert_eq!(matched(&t, b"y.x.a.test"), Some("wild"));

@@ -67,7 +67,10 @@ impl RouteTls {
             (Some(chain), Some(key)) => match CertifiedKey::from_der(chain, key, &provider) {
                 Ok(certified) => Some(certified),
                 Err(error) => {
-                    problems.push(TlsProblem::file(&raw.key, format!("does not match certificate {}: {error}", raw.cert.display())));
+                    problems.push(TlsProblem::file(
+                        &raw.key,
+                        format!("does not match certificate {}: {error}", raw.cert.display()),
+                    ));
                     None
                 }
             },
@@ -83,9 +86,9 @@ impl RouteTls {
                 });
                 None
             }
-            (_, Some(ca)) => client_verifier(raw, &resolve(ca), &resolve, &provider)
-                .map_err(|p| problems.extend(p))
-                .ok(),
+            (_, Some(ca)) => {
+                client_verifier(raw, &resolve(ca), &resolve, &provider).map_err(|p| problems.extend(p)).ok()
+            }
         };
         if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
             // The CRLs are not used without a CA, but a missing or broken file is still worth naming.
@@ -132,7 +135,12 @@ impl RouteTls {
             config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
             match rustls::crypto::aws_lc_rs::Ticketer::new() {
                 Ok(ticketer) => config.ticketer = ticketer,
-                Err(error) => return Err(vec![TlsProblem { value: "session_resumption".into(), message: format!("cannot make a ticket key: {error}") }]),
+                Err(error) => {
+                    return Err(vec![TlsProblem {
+                        value: "session_resumption".into(),
+                        message: format!("cannot make a ticket key: {error}"),
+                    }])
+                }
             }
         } else {
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -159,7 +167,10 @@ fn client_verifier(
                 }
             }
         }
-        Err(problem) => problems.push(TlsProblem { value: problem.value, message: problem.message.replace(&ca_path.display().to_string(), &ca_name.display().to_string()) }),
+        Err(problem) => problems.push(TlsProblem {
+            value: problem.value,
+            message: problem.message.replace(&ca_path.display().to_string(), &ca_name.display().to_string()),
+        }),
     }
     let mut crls = Vec::new();
     for crl_path in &raw.crl {
