@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ppp::{HeaderResult, PartialResult};
+use ppp::PartialResult;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ const READ_CHUNK_BYTES: usize = 1024;
 /// The longest v1 line the spec allows, CRLF included.
 const MAX_V1_LINE_BYTES: usize = 107;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+const V1_PREFIX: &[u8] = b"PROXY ";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -60,11 +61,8 @@ pub fn is_trusted(trusted: &[ipnet::IpNet], address: IpAddr) -> bool {
 
 /// Whether bytes that are not TLS start like a PROXY header (v1 or v2).
 pub fn looks_like_proxy_header(bytes: &[u8]) -> bool {
-    let starts = |prefix: &[u8]| {
-        let n = bytes.len().min(prefix.len());
-        n > 0 && bytes[..n] == prefix[..n]
-    };
-    starts(b"PROXY ") || starts(V2_SIGNATURE)
+    let n = bytes.len().min(V2_SIGNATURE.len());
+    looks_like_v1(bytes) || (n > 0 && bytes[..n] == V2_SIGNATURE[..n])
 }
 
 /// Reads a PROXY v1 or v2 header by `deadline`.
@@ -94,39 +92,47 @@ pub async fn read(stream: &mut TcpStream, deadline: Instant) -> Result<Inbound, 
 
 /// `Some((client, header length))` once a whole header is in `bytes`; `None` if more is needed.
 pub fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, InboundError> {
-    let result = HeaderResult::parse(bytes);
-    if result.is_incomplete() {
-        // ppp calls a v1 line with a bad field "incomplete"; a line that has ended is not.
-        let v1_line_ended = bytes.starts_with(b"PROXY ") && bytes.windows(2).any(|w| w == b"\r\n");
-        if v1_line_ended || (bytes.starts_with(b"PROXY ") && bytes.len() > MAX_V1_LINE_BYTES) {
-            return Err(InboundError::Malformed("PROXY v1 line does not parse".into()));
+    if looks_like_v1(bytes) {
+        // ppp judges a cut-off v1 line by its fields ("PROXY T" is a bad protocol), so wait for
+        // the whole line before parsing it.
+        if !bytes.windows(2).any(|pair| pair == b"\r\n") {
+            return match bytes.len() > MAX_V1_LINE_BYTES {
+                true => Err(InboundError::Malformed("PROXY v1 line without CRLF in 107 bytes".into())),
+                false => Ok(None),
+            };
         }
+        return match ppp::v1::Header::try_from(bytes) {
+            Ok(header) => {
+                let client = match header.addresses {
+                    ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                    ppp::v1::Addresses::Unknown => None,
+                };
+                Ok(Some((client, header.header.len())))
+            }
+            Err(error) => Err(InboundError::Malformed(error.to_string())),
+        };
+    }
+    let result = ppp::v2::Header::try_from(bytes);
+    if result.is_incomplete() {
         return Ok(None);
     }
-    match result {
-        HeaderResult::V1(Ok(header)) => {
-            let client = match header.addresses {
-                ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                ppp::v1::Addresses::Unknown => None,
-            };
-            Ok(Some((client, header.header.len())))
+    let header = result.map_err(|error| InboundError::Malformed(error.to_string()))?;
+    let client = match (header.command, header.addresses) {
+        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
         }
-        HeaderResult::V2(Ok(header)) => {
-            let client = match (header.command, header.addresses) {
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => {
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
-                }
-                (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
-                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
-                }
-                _ => None,
-            };
-            Ok(Some((client, header.len())))
+        (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => {
+            Some(SocketAddr::new(a.source_address.into(), a.source_port))
         }
-        HeaderResult::V1(Err(error)) => Err(InboundError::Malformed(error.to_string())),
-        HeaderResult::V2(Err(error)) => Err(InboundError::Malformed(error.to_string())),
-    }
+        _ => None,
+    };
+    Ok(Some((client, header.len())))
+}
+
+fn looks_like_v1(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(V1_PREFIX.len());
+    n > 0 && bytes[..n] == V1_PREFIX[..n]
 }
 
 #[cfg(test)]
@@ -156,6 +162,18 @@ mod tests {
         let (client, len) = parse(&header).unwrap().unwrap();
         assert_eq!(client, Some("[2001:db8::7]:5000".parse().unwrap()));
         assert_eq!(len, header.len());
+    }
+
+    #[test]
+    fn v1_line_in_pieces_is_incomplete_until_its_crlf() {
+        let line = b"PROXY TCP6 2001:db8::9 2001:db8::1 40000 8883\r\n";
+        for end in 1..line.len() {
+            assert!(parse(&line[..end]).unwrap().is_none(), "prefix {end}");
+        }
+        let (client, len) = parse(line).unwrap().unwrap();
+        assert_eq!(client, Some("[2001:db8::9]:40000".parse().unwrap()));
+        assert_eq!(len, line.len());
+        assert!(matches!(parse(&[b'P'; 200]), Err(InboundError::Malformed(_))));
     }
 
     #[test]
