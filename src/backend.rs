@@ -37,17 +37,26 @@ impl fmt::Display for BackendError {
 pub struct Connected {
     pub stream: TcpStream,
     pub server: SocketAddr,
+    /// Position of the server in the route's `servers`.
+    pub index: usize,
 }
 
-/// Connects to the pool's servers in turn, starting where the previous connection left off.
+/// Connects to the pool's servers in turn, starting where the previous connection left off and
+/// skipping servers a health check marked down (all down fails at once).
 pub async fn connect(backend: &Backend) -> Result<Connected, BackendError> {
     let count = backend.servers.len();
     let start = backend.next_server.fetch_add(1, Ordering::Relaxed);
     let mut attempts = Vec::new();
     for offset in 0..count {
-        let server = &backend.servers[(start + offset) % count];
+        let index = (start + offset) % count;
+        let server = &backend.servers[index];
+        if !backend.server_up[index].load(Ordering::Relaxed) {
+            attempts.push(Attempt { server: server.clone(), reason: "marked down by its health check".into() });
+            continue;
+        }
         match connect_one(server, backend.connect_timeout).await {
-            Ok(connected) => {
+            Ok(mut connected) => {
+                connected.index = index;
                 if !attempts.is_empty() {
                     tracing::warn!(failed = %BackendError { attempts }, server = %connected.server, "backend failover");
                 }
@@ -59,7 +68,8 @@ pub async fn connect(backend: &Backend) -> Result<Connected, BackendError> {
     Err(BackendError { attempts })
 }
 
-async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Connected, String> {
+/// One connect attempt to one `host:port` (every address it resolves to, in order).
+pub async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Connected, String> {
     let attempt = async {
         let addresses: Vec<SocketAddr> = match server.parse::<SocketAddr>() {
             Ok(address) => vec![address],
@@ -72,7 +82,7 @@ async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Conne
             match TcpStream::connect(address).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(Connected { stream, server: address });
+                    return Ok(Connected { stream, server: address, index: 0 });
                 }
                 Err(error) => last_error = error.to_string(),
             }

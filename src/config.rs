@@ -37,6 +37,14 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per backend server connect attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Window over which sessions are closed in bulk (after the drain, or when their backend goes
+/// down), so a fleet of MQTT clients does not reconnect in one burst.
+pub const DEFAULT_CLOSE_JITTER: Duration = Duration::from_secs(5);
+/// Health check defaults: a check every 5 s, 2 s to answer, 2 passes to come up, 3 failures to go down.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // The schema as written in YAML.
@@ -87,6 +95,9 @@ pub struct RawLimits {
     /// Default 30s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub drain_timeout: Option<Duration>,
+    /// Default 5s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub close_jitter: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +132,9 @@ pub struct RawTls {
     /// Default true: stateful cache and tickets, each per route so sessions never cross tenants.
     #[serde(default = "yes")]
     pub session_resumption: bool,
+    /// Default false: at reload, also close live sessions whose client certificate the new CRLs revoke.
+    #[serde(default)]
+    pub revoke_live: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +150,49 @@ pub struct RawBackend {
     /// Default 3s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub connect_timeout: Option<Duration>,
+    /// Off when absent.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    /// Default `keep`.
+    #[serde(default)]
+    pub on_backend_down: OnBackendDown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Default `tcp`.
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub rise: Option<u32>,
+    #[serde(default)]
+    pub fall: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// MQTT CONNECT answered by a CONNACK (after the route's PROXY header, if any).
+    Mqtt,
+}
+
+/// What happens to a server's live sessions when its health check marks it down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendDown {
+    /// Leave them: they end when the backend closes them.
+    #[default]
+    Keep,
+    /// Close them (spread over `limits.close_jitter`) so clients reconnect to a healthy server.
+    CloseSessions,
 }
 
 fn yes() -> bool {
@@ -238,6 +295,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
+    pub close_jitter: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 /// A route's backend pool.
@@ -250,6 +317,10 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Where the next connection starts trying (round-robin over `servers`).
     pub next_server: std::sync::atomic::AtomicUsize,
+    pub health_check: Option<HealthCheck>,
+    /// Per server, in `servers` order: false while its health check says it is down.
+    pub server_up: Vec<std::sync::atomic::AtomicBool>,
+    pub on_backend_down: OnBackendDown,
 }
 
 #[derive(Debug)]
@@ -269,6 +340,8 @@ pub struct Config {
     pub accept_proxy_from: Vec<ipnet::IpNet>,
     pub limits: Limits,
     pub routes: Arc<RouteTable>,
+    /// The config file and every certificate, key, CA and CRL file it names: what reload watches.
+    pub files: Vec<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,6 +469,7 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
 
     let limits = build_limits(&raw.limits, &locator, &mut errors);
 
+    let mut files = vec![path.to_path_buf()];
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut hostnames: HashMap<String, &str> = HashMap::new();
     let mut routes = Vec::new();
@@ -426,6 +500,10 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
             }
         }
         let backend = build_backend(raw_route, &locator, route_line, &mut errors);
+        if let (Mode::Terminate, Some(raw_tls)) = (raw_route.mode, &raw_route.tls) {
+            let named = [&raw_tls.cert, &raw_tls.key].into_iter().chain(&raw_tls.client_ca).chain(&raw_tls.crl);
+            files.extend(named.map(|file| base_dir.join(file)));
+        }
         let route_tls = match (raw_route.mode, &raw_route.tls) {
             (Mode::Terminate, Some(raw_tls)) => match tls::RouteTls::build(raw_tls, backend.identity, base_dir) {
                 Ok(route_tls) => Some(route_tls),
@@ -482,6 +560,7 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
         accept_proxy_from: raw.accept_proxy_from,
         limits,
         routes: Arc::new(RouteTable::new(routes, patterns, default)),
+        files,
     })
 }
 
@@ -495,6 +574,7 @@ fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError
         idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
         handshake_timeout: raw.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
         drain_timeout: raw.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        close_jitter: raw.close_jitter.unwrap_or(DEFAULT_CLOSE_JITTER),
     };
     // The smallest hello record header plus handshake header is 9 bytes; real hellos are > 100.
     if limits.max_hello_bytes < 512 {
@@ -541,12 +621,30 @@ fn build_backend(raw_route: &RawRoute, locator: &Locator, route_line: usize, err
             locator.error(locator.find("connect_timeout", route_line), "connect_timeout must be longer than 0".into()),
         );
     }
+    let health_check = raw.health_check.as_ref().map(|raw| HealthCheck {
+        kind: raw.kind,
+        interval: raw.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL),
+        timeout: raw.timeout.unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+        rise: raw.rise.unwrap_or(DEFAULT_HEALTH_RISE),
+        fall: raw.fall.unwrap_or(DEFAULT_HEALTH_FALL),
+    });
+    if let Some(check) = &health_check {
+        if check.interval.is_zero() || check.timeout.is_zero() || check.rise == 0 || check.fall == 0 {
+            errors.push(locator.error(
+                locator.find("health_check", route_line),
+                "health_check interval and timeout must be longer than 0, rise and fall at least 1".into(),
+            ));
+        }
+    }
     Backend {
         servers: raw.servers.clone(),
         proxy_protocol: raw.proxy_protocol,
         identity: raw.identity,
         connect_timeout,
         next_server: Default::default(),
+        server_up: raw.servers.iter().map(|_| std::sync::atomic::AtomicBool::new(true)).collect(),
+        health_check,
+        on_backend_down: raw.on_backend_down,
     }
 }
 

@@ -14,10 +14,12 @@ use tracing::{field, Instrument};
 use crate::config::{Limits, Mode, ProxyProtocol, Route};
 use crate::hello::{self, Hello, Progress};
 use crate::ip_limit::IpLimiter;
+use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::prefixed::Prefixed;
 use crate::proxy_header::{self, Meta, Ssl};
 use crate::relay::{self, Transferred};
 use crate::routes::RouteTable;
+use crate::sessions::{Registration, SessionInfo, Sessions};
 use crate::tls::Session;
 use crate::{backend, inbound, tls};
 
@@ -34,6 +36,8 @@ pub struct Context {
     /// Peers whose connections start with a PROXY header naming the real client.
     pub accept_proxy_from: Vec<ipnet::IpNet>,
     pub per_ip: Arc<IpLimiter>,
+    pub sessions: Arc<Sessions>,
+    pub metrics: Arc<Metrics>,
     pub handshakes: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the drain deadline passes: live relays close.
     pub hard_stop: CancellationToken,
@@ -42,6 +46,8 @@ pub struct Context {
 /// What the access-log line says about a connection, filled in as it progresses.
 #[derive(Debug, Default)]
 struct Record {
+    /// Set once the connection is routed.
+    route: Option<Arc<RouteMetrics>>,
     backend: Option<SocketAddr>,
     session: Option<Session>,
     transferred: Transferred,
@@ -89,6 +95,7 @@ pub async fn handle(
             close = serve(stream, peer, local, &routes, &context, &mut record) => close,
             () = context.hard_stop.cancelled() => Close::new("shutdown"),
         };
+        count(&context.metrics, &record, &close);
         let session = record.session.as_ref();
         tracing::info!(
             cause = close.cause,
@@ -142,7 +149,10 @@ async fn serve(
     };
     let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
         Ok(received) => received,
-        Err(error) => return Close::because(error.reason(), error),
+        Err(error) => {
+            context.metrics.hello_rejected(error.reason());
+            return Close::because(error.reason(), error);
+        }
     };
     let hello = match received.progress {
         Progress::Complete(hello) => hello,
@@ -153,7 +163,7 @@ async fn serve(
             let Some(route) = routes.default_route().filter(|r| r.mode == Mode::Tcp) else {
                 return Close::new("not_tls");
             };
-            span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
+            let _active = routed(&span, route, context, record);
             return forward(stream, received.bytes, client, local, None, route, context, record).await;
         }
         Progress::Incomplete => return Close::new("hello_incomplete"),
@@ -170,13 +180,60 @@ async fn serve(
         };
         return Close::because(cause, format!("sni {}", hello.sni_status.as_str()));
     };
-    span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
+    let _active = routed(&span, route, context, record);
     match (&route.tls, route.mode) {
         (Some(route_tls), Mode::Terminate) => {
             terminate(stream, received.bytes, client, local, &hello, route, route_tls, context, record).await
         }
         _ => forward(stream, received.bytes, client, local, Some(&hello), route, context, record).await,
     }
+}
+
+/// Marks the connection as routed: span fields, route metrics, the active-connections gauge.
+fn routed(span: &tracing::Span, route: &Route, context: &Context, record: &mut Record) -> ActiveConnection {
+    span.record("route", route.name.as_str()).record("mode", route.mode.as_str());
+    let metrics = context.metrics.route(&route.name, route.mode.as_str());
+    let active = metrics.opened();
+    record.route = Some(metrics);
+    active
+}
+
+/// Connection counters at close: routed connections by cause, the others as rejected.
+fn count(metrics: &Metrics, record: &Record, close: &Close) {
+    if let Some(route) = &record.route {
+        metrics.closed(&route.route, close.cause);
+        route.transferred(record.transferred.client_to_backend, record.transferred.backend_to_client);
+    }
+    if record.backend.is_none() {
+        metrics.rejected(close.cause);
+    }
+}
+
+/// Connects the route's backend, counting each failed server.
+async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Connected, Close> {
+    backend::connect(&route.backend).await.map_err(|error| {
+        for attempt in &error.attempts {
+            context.metrics.backend_connect_failed(&route.name, &attempt.server);
+        }
+        Close::because("backend_unavailable", error)
+    })
+}
+
+/// Registers the session for targeted closing (backend down, revocation, drain) and returns the
+/// token its relay stops on.
+fn register(
+    route: &Route,
+    connected: &backend::Connected,
+    session: Option<&Session>,
+    context: &Context,
+) -> (Registration, CancellationToken) {
+    let stop = context.hard_stop.child_token();
+    let info = SessionInfo {
+        route: route.name.clone(),
+        backend_server: route.backend.servers[connected.index].clone(),
+        client_cert: session.and_then(|s| s.client_cert_id.clone()),
+    };
+    (context.sessions.register(info, stop.clone()), stop)
 }
 
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
@@ -191,11 +248,12 @@ async fn forward(
     context: &Context,
     record: &mut Record,
 ) -> Close {
-    let connected = match backend::connect(&route.backend).await {
+    let connected = match connect_backend(route, context).await {
         Ok(connected) => connected,
-        Err(error) => return Close::because("backend_unavailable", error),
+        Err(close) => return close,
     };
     record.backend = Some(connected.server);
+    let (_registration, stop) = register(route, &connected, None, context);
     let meta = Meta {
         source: Some(client),
         destination: Some(local),
@@ -215,8 +273,7 @@ async fn forward(
         return Close::because("backend_error", error);
     }
     drop(first_write);
-    let (transferred, end) =
-        relay::relay(stream, backend_stream, context.limits.idle_timeout, &context.hard_stop).await;
+    let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
     record.transferred = transferred;
     record.transferred.client_to_backend += replayed_bytes;
     end_to_close(end)
@@ -241,12 +298,22 @@ async fn terminate(
     else {
         return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
     };
+    let started = std::time::Instant::now();
     let handshake = TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream));
     let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-        Err(_) => return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout)),
-        Ok(Err(error)) => return Close::because("handshake_failed", error),
+        Err(_) => {
+            context.metrics.handshake_failed(&route.name, "timeout");
+            return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout));
+        }
+        Ok(Err(error)) => {
+            context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
+            return Close::because("handshake_failed", error);
+        }
         Ok(Ok(tls_stream)) => tls_stream,
     };
+    if let Some(route_metrics) = &record.route {
+        route_metrics.handshake(started.elapsed());
+    }
     let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
         Ok(session) => session,
         Err(error) => {
@@ -254,15 +321,16 @@ async fn terminate(
             return Close::because("bad_client_identity", error);
         }
     };
-    let connected = match backend::connect(&route.backend).await {
+    let connected = match connect_backend(route, context).await {
         Ok(connected) => connected,
-        Err(error) => {
+        Err(close) => {
             record.session = Some(session);
             let _ = tls_stream.shutdown().await;
-            return Close::because("backend_unavailable", error);
+            return close;
         }
     };
     record.backend = Some(connected.server);
+    let (_registration, stop) = register(route, &connected, Some(&session), context);
     let meta = Meta {
         source: Some(client),
         destination: Some(local),
@@ -294,7 +362,7 @@ async fn terminate(
             return close;
         }
     }
-    let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &context.hard_stop).await;
+    let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
     record.transferred = transferred;
     end_to_close(end)
 }

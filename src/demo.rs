@@ -50,14 +50,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     let listen = config.listen.clone();
+    let routes = config.routes.clone();
     let server = Server::bind(config).await?;
     let proxy_address = *server.local_addrs().first().context("no listener")?;
     let shutdown = CancellationToken::new();
-    let routes = server.route_table();
     let proxy = tokio::spawn(server.run(shutdown.clone()));
 
     println!("\nsnigate is listening on {listen:?}; one demo client per route:\n");
-    for route in routes.load().routes() {
+    for route in routes.routes() {
         show_demo_client(route, proxy_address, &dir).await;
     }
     show_revoked_client(proxy_address, &dir).await;

@@ -181,6 +181,20 @@ fn parse_message(message: &[u8]) -> Result<Hello, HelloError> {
         Ok(_) => return Err(HelloError::Malformed("not a ClientHello")),
         Err(_) => return Err(HelloError::Malformed("ClientHello body does not parse")),
     };
+    // tls-parser reads an extensions block whose length overruns the message as "no extensions";
+    // that is a malformed hello, not one without SNI, so check the framing adds up exactly.
+    let fixed_bytes = 2
+        + 32
+        + 1
+        + contents.session_id.map_or(0, <[u8]>::len)
+        + 2
+        + 2 * contents.ciphers.len()
+        + 1
+        + contents.comp.len();
+    let extension_bytes = contents.ext.map_or(0, |ext| 2 + ext.len());
+    if fixed_bytes + extension_bytes != message.len() - HANDSHAKE_HEADER_BYTES {
+        return Err(HelloError::Malformed("extensions do not fill the message exactly"));
+    }
     let mut hello = Hello::default();
     let Some(extensions) = contents.ext else {
         return Ok(hello);
@@ -430,6 +444,15 @@ mod tests {
         alert_inside.truncate(15);
         alert_inside.extend_from_slice(&[0x15, 3, 3, 0, 2, 2, 40]);
         assert_eq!(parse(&alert_inside, 16384), Err(HelloError::UnexpectedRecord { content_type: 0x15 }));
+        let mut overrun = hello_message(&sni_extension(&[b"a.test"]));
+        let extensions_length_at = HANDSHAKE_HEADER_BYTES + 2 + 32 + 1 + 4 + 2;
+        overrun[extensions_length_at] = 0x7f;
+        assert!(matches!(parse(&records(&overrun, 16384), 16384), Err(HelloError::Malformed(_))));
+        let mut trailing = hello_message(&sni_extension(&[b"a.test"]));
+        trailing.push(0);
+        let body_len = (trailing.len() - 4) as u32;
+        trailing[1..4].copy_from_slice(&body_len.to_be_bytes()[1..]);
+        assert!(matches!(parse(&records(&trailing, 16384), 16384), Err(HelloError::Malformed(_))));
         let mut truncated_body = hello_message(&[]);
         truncated_body.truncate(20);
         truncated_body[1..4].copy_from_slice(&16u32.to_be_bytes()[1..]);

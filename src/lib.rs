@@ -3,18 +3,22 @@
 //! through, prepending a PROXY v1/v2 header that carries the client's address and, on terminated
 //! routes, its verified client-certificate identity. See DESIGN.md for the data flow.
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod health;
 pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
+pub mod metrics;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod sessions;
 pub mod signals;
 pub mod tls;

@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy in the foreground: SIGHUP reloads routes, SIGTERM/SIGINT drain and exit.
+    /// Run the proxy in the foreground: SIGHUP or a changed file reloads, SIGTERM/SIGINT drain and exit.
     Run {
         /// Routes file (YAML).
         #[arg(long, short)]
@@ -116,9 +116,13 @@ fn run(path: &Path) -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        if let Err(error) = snigate::signals::spawn(path.to_path_buf(), server.route_table(), shutdown.clone()) {
+        if let Err(error) = snigate::signals::spawn(server.reload_handle(), shutdown.clone()) {
             tracing::error!(%error, "cannot install signal handlers");
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
+        }
+        let files = server.watched_files().to_vec();
+        if let Err(error) = snigate::reload::watch(files, server.reload_handle(), shutdown.clone()) {
+            tracing::warn!(%error, "cannot watch the config files; reload with SIGHUP");
         }
         match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -141,6 +141,9 @@ mod tests {
                 identity: Identity::Cn,
                 connect_timeout: std::time::Duration::from_secs(1),
                 next_server: Default::default(),
+                health_check: None,
+                server_up: vec![Default::default()],
+                on_backend_down: Default::default(),
             },
         }
     }

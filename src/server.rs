@@ -1,10 +1,13 @@
-//! Listeners, the accept loop, connection limits, the per-connection tasks, and shutdown with a
-//! bounded drain.
+//! Listeners, the accept loop, connection limits, the per-connection tasks, reloads, and shutdown
+//! with a bounded drain.
 //!
 //! A connection permit is taken *before* `accept`, so a full proxy stops accepting (the kernel
-//! backlog holds new clients) instead of accepting and dropping. On shutdown the accept loops
-//! stop, live connections get `drain_timeout` to finish, and whatever is left is closed.
+//! backlog holds new clients) instead of accepting and dropping. A reload swaps the route table
+//! and opens/closes only the listeners whose address came or went. On shutdown `/readyz` fails
+//! first, the accept loops stop, live connections get `drain_timeout` to finish, and the rest are
+//! closed spread over `close_jitter`.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,20 +15,24 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::admin::{self, Readiness};
+use crate::config::{self, Config, ConfigErrors};
 use crate::connection::{self, Context};
+use crate::health::Checker;
 use crate::ip_limit::IpLimiter;
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
+use crate::sessions::Sessions;
 
 /// Pending connections the kernel queues per listener while we are at `max_connections`.
 const LISTEN_BACKLOG: i32 = 1024;
 /// Pause after an accept error (EMFILE, ENFILE, ENOBUFS) so a full fd table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-/// After the drain deadline, how long closing the remaining connections may take.
+/// After the close window, how long the last connections may take to go away.
 const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -34,79 +41,288 @@ pub enum ServerError {
     Bind { address: SocketAddr, source: io::Error },
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub routes: usize,
+    pub listeners_opened: Vec<SocketAddr>,
+    pub listeners_closed: Vec<SocketAddr>,
+    /// Live sessions closed because a reloaded CRL revokes their client certificate.
+    pub revoked_sessions: usize,
+    /// What the new config names (for the file watch).
+    pub files: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Listen(#[from] ServerError),
+    #[error("the server is not running")]
+    Stopped,
+}
+
+type ReloadRequest = oneshot::Sender<Result<Reloaded, ReloadError>>;
+
+/// Asks a running server to reload its config file.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(mpsc::Sender<ReloadRequest>);
+
+impl ReloadHandle {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(reply).await.map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+}
+
+/// What the accept loops and connection tasks share.
+struct Shared {
+    routes: ArcSwap<RouteTable>,
+    context: Arc<Context>,
+    permits: Arc<Semaphore>,
+    connections: TaskTracker,
+}
+
+struct RunningListener {
+    stop: CancellationToken,
+    local: SocketAddr,
+}
+
 /// A bound, not yet running proxy.
 pub struct Server {
-    listeners: Vec<TcpListener>,
-    routes: Arc<ArcSwap<RouteTable>>,
-    context: Arc<Context>,
-    max_connections: usize,
+    config_path: std::path::PathBuf,
+    listen: Vec<SocketAddr>,
+    bound: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    shared: Arc<Shared>,
+    readiness: Arc<Readiness>,
+    reload_tx: mpsc::Sender<ReloadRequest>,
+    reload_rx: mpsc::Receiver<ReloadRequest>,
+    watched_files: Vec<std::path::PathBuf>,
 }
 
 impl Server {
-    /// Binds every `listen` address of the config.
+    /// Binds every `listen` address (and `admin`, if set) of the config.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let mut listeners = Vec::with_capacity(config.listen.len());
+        let mut bound = Vec::with_capacity(config.listen.len());
         for &address in &config.listen {
-            listeners.push(bind_listener(address).map_err(|source| ServerError::Bind { address, source })?);
+            bound.push(bind_listener(address).map_err(|source| ServerError::Bind { address, source })?);
         }
+        let admin = match config.admin {
+            Some(address) => Some(admin::bind(address).await.map_err(|source| ServerError::Bind { address, source })?),
+            None => None,
+        };
+        let metrics = Metrics::new();
+        metrics.config_loaded(true);
+        export_certificate_expiry(&metrics, &config.routes);
         let context = Context {
             handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
             hard_stop: CancellationToken::new(),
-            limits: config.limits.clone(),
             accept_proxy_from: config.accept_proxy_from.clone(),
             per_ip: IpLimiter::new(config.limits.max_connections_per_ip),
+            sessions: Sessions::new(),
+            metrics,
+            limits: config.limits.clone(),
         };
+        let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Server {
-            listeners,
-            routes: Arc::new(ArcSwap::new(config.routes)),
-            max_connections: config.limits.max_connections,
-            context: Arc::new(context),
+            config_path: config.source.clone(),
+            listen: config.listen.clone(),
+            bound,
+            admin,
+            shared: Arc::new(Shared {
+                routes: ArcSwap::new(config.routes),
+                permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+                connections: TaskTracker::new(),
+                context: Arc::new(context),
+            }),
+            readiness: Arc::new(Readiness::default()),
+            reload_tx,
+            reload_rx,
+            watched_files: config.files,
         })
     }
 
     /// The bound addresses, in `listen` order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.bound.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
-    /// The live route table; storing a new one routes new connections with it.
-    pub fn route_table(&self) -> Arc<ArcSwap<RouteTable>> {
-        self.routes.clone()
+    /// The admin endpoint's bound address, if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.context.metrics.clone()
+    }
+
+    /// Asks the running server to reload its config file (SIGHUP and the file watch use this).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reload_tx.clone())
+    }
+
+    /// The config file and every file it names, as loaded at start (what reload watches).
+    pub fn watched_files(&self) -> &[std::path::PathBuf] {
+        &self.watched_files
     }
 
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let connections = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(self.max_connections));
-        let mut accept_loops = Vec::new();
-        for listener in self.listeners {
-            if let Ok(address) = listener.local_addr() {
-                tracing::info!(listen = %address, "listening");
+        let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, .. } = self;
+        let context = &shared.context;
+        let admin_stop = CancellationToken::new();
+        if let Some(listener) = admin {
+            let local = listener.local_addr().ok();
+            tracing::info!(admin = ?local, "admin endpoint listening");
+            tokio::spawn(admin::serve(listener, context.metrics.clone(), readiness.clone(), admin_stop.clone()));
+        }
+        let checker = Checker {
+            sessions: context.sessions.clone(),
+            metrics: context.metrics.clone(),
+            close_jitter: context.limits.close_jitter,
+        };
+        let mut health_stop = CancellationToken::new();
+        checker.spawn(&shared.routes.load_full(), &health_stop);
+
+        let mut listeners = HashMap::new();
+        for (address, listener) in listen.into_iter().zip(bound) {
+            listeners.insert(address, start_listener(listener, &shared));
+        }
+        readiness.set_listening();
+
+        let mut reload_rx = reload_rx;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(reply) = reload_rx.recv() => {
+                    let result = reload(&config_path, &shared, &mut listeners);
+                    match &result {
+                        Ok(reloaded) => {
+                            health_stop.cancel();
+                            health_stop = CancellationToken::new();
+                            checker.spawn(&shared.routes.load_full(), &health_stop);
+                            tracing::info!(?reloaded, "config reloaded");
+                        }
+                        Err(error) => tracing::error!(%error, "reload failed; the running config stays"),
+                    }
+                    let _ = reply.send(result);
+                }
             }
-            accept_loops.push(tokio::spawn(accept_loop(
-                listener,
-                self.routes.clone(),
-                self.context.clone(),
-                permits.clone(),
-                connections.clone(),
-                shutdown.clone(),
-            )));
         }
-        shutdown.cancelled().await;
-        for accept_loop in accept_loops {
-            let _ = accept_loop.await;
+
+        readiness.set_draining();
+        for listener in listeners.values() {
+            listener.stop.cancel();
         }
-        connections.close();
-        let drain_timeout = self.context.limits.drain_timeout;
-        tracing::info!(live = connections.len(), ?drain_timeout, "draining");
-        if tokio::time::timeout(drain_timeout, connections.wait()).await.is_err() {
-            tracing::warn!(live = connections.len(), "drain timeout passed; closing the remaining connections");
-            self.context.hard_stop.cancel();
-            let _ = tokio::time::timeout(FORCED_CLOSE_GRACE, connections.wait()).await;
-        }
+        health_stop.cancel();
+        drain(&shared).await;
+        admin_stop.cancel();
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Waits `drain_timeout` for live connections, then closes the rest spread over `close_jitter`.
+async fn drain(shared: &Shared) {
+    let context = &shared.context;
+    let (drain_timeout, close_jitter) = (context.limits.drain_timeout, context.limits.close_jitter);
+    shared.connections.close();
+    tracing::info!(live = shared.connections.len(), ?drain_timeout, "draining");
+    if tokio::time::timeout(drain_timeout, shared.connections.wait()).await.is_ok() {
+        return;
+    }
+    let relaying = context.sessions.close_where(close_jitter, |_| true);
+    tracing::warn!(
+        live = shared.connections.len(),
+        relaying,
+        ?close_jitter,
+        "drain timeout passed; closing the remaining connections over the jitter window"
+    );
+    if tokio::time::timeout(close_jitter, shared.connections.wait()).await.is_err() {
+        context.hard_stop.cancel();
+        let _ = tokio::time::timeout(FORCED_CLOSE_GRACE, shared.connections.wait()).await;
+    }
+}
+
+/// Loads the config file again and applies it: routes, listeners, revocations.
+fn reload(
+    path: &std::path::Path,
+    shared: &Arc<Shared>,
+    listeners: &mut HashMap<SocketAddr, RunningListener>,
+) -> Result<Reloaded, ReloadError> {
+    let metrics = &shared.context.metrics;
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(errors) => {
+            metrics.config_loaded(false);
+            return Err(errors.into());
+        }
+    };
+    // Open new listeners first: a bind failure leaves everything as it was.
+    let mut opened = Vec::new();
+    for &address in config.listen.iter().filter(|a| !listeners.contains_key(a)) {
+        match bind_listener(address) {
+            Ok(listener) => opened.push((address, listener)),
+            Err(source) => {
+                metrics.config_loaded(false);
+                return Err(ServerError::Bind { address, source }.into());
+            }
+        }
+    }
+    let closed: Vec<SocketAddr> = listeners.keys().filter(|a| !config.listen.contains(a)).copied().collect();
+    for address in &closed {
+        if let Some(listener) = listeners.remove(address) {
+            listener.stop.cancel();
+            tracing::info!(listen = %listener.local, "listener closed by reload");
+        }
+    }
+    let listeners_opened = opened.iter().filter_map(|(_, l)| l.local_addr().ok()).collect();
+    for (address, listener) in opened {
+        listeners.insert(address, start_listener(listener, shared));
+    }
+    let routes = config.routes;
+    shared.routes.store(routes.clone());
+    metrics.config_loaded(true);
+    export_certificate_expiry(metrics, &routes);
+    Ok(Reloaded {
+        routes: routes.routes().len(),
+        listeners_opened,
+        listeners_closed: closed,
+        revoked_sessions: close_revoked_sessions(&shared.context.sessions, &routes),
+        files: config.files,
+    })
+}
+
+/// With `revoke_live`, closes live sessions whose client certificate the route's CRLs now revoke.
+fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
+    sessions.close_where(Duration::ZERO, |session| {
+        let Some(client) = &session.client_cert else { return false };
+        routes
+            .routes()
+            .iter()
+            .filter(|route| route.name == session.route)
+            .filter_map(|route| route.tls.as_ref())
+            .any(|tls| tls.revoke_live && tls.revokes(client))
+    })
+}
+
+fn export_certificate_expiry(metrics: &Metrics, routes: &RouteTable) {
+    for route in routes.routes() {
+        if let Some(tls) = &route.tls {
+            metrics.certificate_expiry(&route.name, tls.cert_not_after);
+        }
+    }
+}
+
+fn start_listener(listener: TcpListener, shared: &Arc<Shared>) -> RunningListener {
+    let stop = CancellationToken::new();
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    tracing::info!(listen = %local, "listening");
+    tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
+    RunningListener { stop, local }
 }
 
 fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
@@ -122,24 +338,17 @@ fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    routes: Arc<ArcSwap<RouteTable>>,
-    context: Arc<Context>,
-    permits: Arc<Semaphore>,
-    connections: TaskTracker,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
+            () = stop.cancelled() => return,
+            permit = shared.permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
         let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -157,9 +366,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        let context = context.clone();
-        let routes = routes.load_full();
-        connections.spawn(async move {
+        let context = shared.context.clone();
+        context.metrics.accepted();
+        let routes = shared.routes.load_full();
+        shared.connections.spawn(async move {
             connection::handle(stream, peer, local, routes, context).await;
             drop(permit);
         });

@@ -2,7 +2,7 @@
 //! versions, resumption), built once at load time, and what a finished handshake tells the
 //! backend (TLS version, cipher, client-certificate identity).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -31,7 +31,29 @@ pub struct RouteTls {
     pub cert_sig_alg: String,
     /// Key algorithm and size of the route's certificate, e.g. `EC256`, `RSA2048` (KEY_ALG).
     pub cert_key_alg: String,
+    /// When the route's certificate expires, Unix seconds.
+    pub cert_not_after: i64,
     pub identity: Identity,
+    /// Close live sessions whose client certificate a reloaded CRL revokes.
+    pub revoke_live: bool,
+    pub revocation_lists: Vec<webpki::CertRevocationList<'static>>,
+}
+
+impl RouteTls {
+    /// Whether this route's CRLs revoke the client certificate with this issuer and serial.
+    pub fn revokes(&self, client: &ClientCertId) -> bool {
+        self.revocation_lists.iter().any(|crl| {
+            // webpki keeps the issuer Name's contents; x509-parser the whole DER SEQUENCE.
+            client.issuer.ends_with(crl.issuer()) && matches!(crl.find_serial(&client.serial), Ok(Some(_)))
+        })
+    }
+}
+
+/// Who issued a client certificate and its serial, raw DER: enough to look it up in a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertId {
+    pub issuer: Vec<u8>,
+    pub serial: Vec<u8>,
 }
 
 /// A problem with a route's TLS settings; `value` is the text to point at in the YAML.
@@ -53,7 +75,7 @@ impl RouteTls {
     pub fn build(raw: &RawTls, identity: Identity, base_dir: &Path) -> Result<RouteTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let resolve = |path: &PathBuf| base_dir.join(path);
+        let resolve = |path: &Path| base_dir.join(path);
 
         let chain = load_certs(&resolve(&raw.cert)).map_err(|p| problems.push(p)).ok();
         let key = match PrivateKeyDer::from_pem_file(resolve(&raw.key)) {
@@ -77,6 +99,15 @@ impl RouteTls {
             _ => None,
         };
 
+        let mut crls = Vec::new();
+        if raw.client_auth != ClientAuth::None {
+            for crl_path in &raw.crl {
+                match load_crls(&resolve(crl_path)) {
+                    Ok(found) => crls.extend(found),
+                    Err(message) => problems.push(TlsProblem::file(crl_path, message)),
+                }
+            }
+        }
         let verifier = match (raw.client_auth, &raw.client_ca) {
             (ClientAuth::None, _) => None,
             (_, None) => {
@@ -87,17 +118,9 @@ impl RouteTls {
                 None
             }
             (_, Some(ca)) => {
-                client_verifier(raw, &resolve(ca), &resolve, &provider).map_err(|p| problems.extend(p)).ok()
+                client_verifier(raw, &resolve(ca), crls.clone(), &provider).map_err(|p| problems.extend(p)).ok()
             }
         };
-        if raw.client_auth != ClientAuth::None && raw.client_ca.is_none() {
-            // The CRLs are not used without a CA, but a missing or broken file is still worth naming.
-            for crl_path in &raw.crl {
-                if let Err(message) = load_crls(&resolve(crl_path)) {
-                    problems.push(TlsProblem::file(crl_path, message));
-                }
-            }
-        }
         if raw.client_auth == ClientAuth::None && (raw.client_ca.is_some() || !raw.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
@@ -113,7 +136,9 @@ impl RouteTls {
         let (Some(certified), true) = (certified, problems.is_empty()) else {
             return Err(problems);
         };
-        let (cert_sig_alg, cert_key_alg) = describe_certificate(certified.end_entity_cert().ok());
+        let leaf = certified.end_entity_cert().ok().and_then(|der| X509Certificate::from_der(der).ok()).map(|(_, c)| c);
+        let (cert_sig_alg, cert_key_alg) = describe_certificate(leaf.as_ref());
+        let cert_not_after = leaf.as_ref().map_or(0, |cert| cert.validity().not_after.timestamp());
         let versions: &[&rustls::SupportedProtocolVersion] = match raw.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -146,14 +171,26 @@ impl RouteTls {
             config.session_storage = Arc::new(NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
-        Ok(RouteTls { server_config: Arc::new(config), cert_sig_alg, cert_key_alg, identity })
+        Ok(RouteTls {
+            server_config: Arc::new(config),
+            cert_sig_alg,
+            cert_key_alg,
+            cert_not_after,
+            identity,
+            revoke_live: raw.revoke_live,
+            revocation_lists: crls
+                .iter()
+                .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
+                .map(webpki::CertRevocationList::from)
+                .collect(),
+        })
     }
 }
 
 fn client_verifier(
     raw: &RawTls,
     ca_path: &Path,
-    resolve: &dyn Fn(&PathBuf) -> PathBuf,
+    crls: Vec<CertificateRevocationListDer<'static>>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<TlsProblem>> {
     let ca_name = raw.client_ca.as_deref().unwrap_or(ca_path);
@@ -171,13 +208,6 @@ fn client_verifier(
             value: problem.value,
             message: problem.message.replace(&ca_path.display().to_string(), &ca_name.display().to_string()),
         }),
-    }
-    let mut crls = Vec::new();
-    for crl_path in &raw.crl {
-        match load_crls(&resolve(crl_path)) {
-            Ok(found) => crls.extend(found),
-            Err(message) => problems.push(TlsProblem::file(crl_path, message)),
-        }
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -223,8 +253,8 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 }
 
 /// OpenSSL-style names for the certificate's signature and key algorithms, as HAProxy sends them.
-fn describe_certificate(der: Option<&CertificateDer<'_>>) -> (String, String) {
-    let Some(Ok((_, cert))) = der.map(|der| X509Certificate::from_der(der)) else {
+fn describe_certificate(cert: Option<&X509Certificate<'_>>) -> (String, String) {
+    let Some(cert) = cert else {
         return ("unknown".into(), "unknown".into());
     };
     let sig_alg = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
@@ -265,6 +295,7 @@ pub struct Session {
     pub client_identity: Option<String>,
     /// The client certificate's serial number, hex.
     pub client_serial: Option<String>,
+    pub client_cert_id: Option<ClientCertId>,
 }
 
 /// Longest identity passed to the backend: the PROXY v2 spec and Mosquitto cap TLV strings there.
@@ -306,6 +337,10 @@ impl Session {
             client_cert_this_connection: leaf.is_some() && connection.handshake_kind() != Some(HandshakeKind::Resumed),
             client_identity,
             client_serial: parsed.as_ref().map(|cert| cert.raw_serial_as_string().replace(':', "")),
+            client_cert_id: parsed.as_ref().map(|cert| ClientCertId {
+                issuer: cert.issuer().as_raw().to_vec(),
+                serial: cert.raw_serial().to_vec(),
+            }),
         })
     }
 }
@@ -322,6 +357,29 @@ pub fn certificate_identity(cert: &X509Certificate<'_>, identity: Identity) -> O
         | (Identity::SanEmail, GeneralName::RFC822Name(value)) => Some(value.to_string()),
         _ => None,
     })
+}
+
+/// A short label for a failed server handshake, for metrics.
+pub fn failure_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    let Some(error) = error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return match error.kind() {
+            std::io::ErrorKind::UnexpectedEof => "client_closed",
+            _ => "io",
+        };
+    };
+    match error {
+        Error::NoCertificatesPresented => "certificate_required",
+        Error::InvalidCertificate(CertificateError::Revoked) => "certificate_revoked",
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "certificate_expired"
+        }
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::NoApplicationProtocol => "no_application_protocol",
+        Error::PeerIncompatible(_) => "incompatible",
+        Error::AlertReceived(_) => "alert_received",
+        _ => "protocol_error",
+    }
 }
 
 /// OpenSSL names for the suites rustls offers (what HAProxy and nginx put in CIPHER).

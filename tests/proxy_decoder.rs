@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 
 /// TCP4 192.168.0.1:56324 -> 192.168.0.11:443, ALPN "mqtt", AUTHORITY "a.test",
 /// SSL{client 0x07, verify 0, VERSION "TLSv1.3", CN "dev"}.
+#[rustfmt::skip]
 const GOLDEN_TCP4_WITH_SSL: &[u8] = &[
     // signature
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
@@ -31,6 +32,7 @@ const GOLDEN_TCP4_WITH_SSL: &[u8] = &[
 ];
 
 /// TCP6 [::1]:1234 -> [::1]:8883, no TLVs.
+#[rustfmt::skip]
 const GOLDEN_TCP6: &[u8] = &[
     0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
     0x21, 0x21, 0x00, 0x24,
@@ -41,6 +43,7 @@ const GOLDEN_TCP6: &[u8] = &[
 ];
 
 /// LOCAL command, UNSPEC family, no body (a health check).
+#[rustfmt::skip]
 const GOLDEN_LOCAL: &[u8] =
     &[0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00];
 
@@ -85,14 +88,7 @@ fn decodes_golden_tcp6_and_local_headers() {
 #[test]
 fn encoder_helper_matches_golden_bytes() {
     let addresses = [0xC0, 0xA8, 0x00, 0x01, 0xC0, 0xA8, 0x00, 0x0B, 0xDC, 0x04, 0x01, 0xBB];
-    let ssl = [
-        &[0x07u8, 0, 0, 0, 0][..],
-        &[0x21, 0x00, 0x07],
-        b"TLSv1.3",
-        &[0x22, 0x00, 0x03],
-        b"dev",
-    ]
-    .concat();
+    let ssl = [&[0x07u8, 0, 0, 0, 0][..], &[0x21, 0x00, 0x07], b"TLSv1.3", &[0x22, 0x00, 0x03], b"dev"].concat();
     let encoded = encode_v2_for_tests(
         CMD_PROXY,
         FAM_TCP4,
@@ -167,13 +163,13 @@ fn rejects_malformed_v1_lines() {
     for bad in [
         &b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\n"[..], // no CR
         b"PROXY TCP4 192.168.0.1 192.168.0.11 56324\r\n",        // missing port
-        b"PROXY TCP4 ::1 ::1 1 2\r\n",                          // v6 address in TCP4
-        b"PROXY TCP6 127.0.0.1 127.0.0.1 1 2\r\n",              // v4 address in TCP6
-        b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 1\r\n",              // port out of range
-        b"PROXY TCP4 1.2.3.4 5.6.7.8 01 1\r\n",                 // leading zero
-        b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 1\r\n",                 // double space
-        b"PROXY UDP4 1.2.3.4 5.6.7.8 1 1\r\n",                  // unknown protocol
-        b"proxy TCP4 1.2.3.4 5.6.7.8 1 1\r\n",                  // lowercase
+        b"PROXY TCP4 ::1 ::1 1 2\r\n",                           // v6 address in TCP4
+        b"PROXY TCP6 127.0.0.1 127.0.0.1 1 2\r\n",               // v4 address in TCP6
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 1\r\n",               // port out of range
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 01 1\r\n",                  // leading zero
+        b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 1\r\n",                  // double space
+        b"PROXY UDP4 1.2.3.4 5.6.7.8 1 1\r\n",                   // unknown protocol
+        b"proxy TCP4 1.2.3.4 5.6.7.8 1 1\r\n",                   // lowercase
     ] {
         assert!(parse_v1(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
     }

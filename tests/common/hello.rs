@@ -96,8 +96,11 @@ pub fn wrap_records(handshake: &[u8], sizes: &[usize], version: [u8; 2]) -> Vec<
     out
 }
 
+/// One TLS record: (content type, legacy version, payload).
+pub type Record = (u8, [u8; 2], Vec<u8>);
+
 /// Splits TLS records in `bytes` into (content type, version, payload) triples.
-pub fn parse_records(mut bytes: &[u8]) -> Result<Vec<(u8, [u8; 2], Vec<u8>)>, String> {
+pub fn parse_records(mut bytes: &[u8]) -> Result<Vec<Record>, String> {
     let mut records = Vec::new();
     while !bytes.is_empty() {
         if bytes.len() < 5 {

@@ -5,12 +5,12 @@
 //! Nothing here uses `snigate` code except `config::load` and `server::Server` (the API under
 //! test), and nothing uses the `ppp` crate: the decoder is written from HAProxy's
 //! proxy-protocol.txt so it can catch encoder bugs instead of sharing them.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub mod backend;
+pub mod hello;
 pub mod pki;
 pub mod proxy;
-pub mod hello;
-pub mod backend;
 pub mod tls;
 
 use std::future::Future;
@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use backend::{Accepted, BackendOpts, Behaviour, ProxyExpect, TestBackend};
@@ -113,10 +112,15 @@ pub async fn ipv6_available() -> bool {
 }
 
 /// The real server, started from a YAML text; cancelled when dropped.
+///
+/// The server runs on its own Tokio runtime in its own thread, exactly as `main` would run it.
+/// That keeps a bug inside the server (a task that never yields, a deadlocked lock) from
+/// blocking the test's runtime at shutdown: the test then fails on its timeouts instead of
+/// hanging `cargo test`.
 pub struct RunningProxy {
     addrs: Vec<SocketAddr>,
     token: CancellationToken,
-    handle: Option<JoinHandle<Result<(), snigate::server::ServerError>>>,
+    done: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -127,12 +131,12 @@ impl RunningProxy {
         self.addrs[i]
     }
 
-    /// Cancels the server and waits for `run` to return.
+    /// Cancels the server and waits for `run` to return (panics if it returned an error).
     pub async fn shutdown(mut self) {
         self.token.cancel();
-        if let Some(handle) = self.handle.take() {
-            let result = within("the server to drain and stop", handle).await;
-            result.expect("server task panicked").expect("server returned an error");
+        if let Some(done) = self.done.take() {
+            let result = within("the server to drain and stop", done).await;
+            result.expect("server thread died (panicked?)").expect("Server::run returned an error");
         }
     }
 }
@@ -156,12 +160,40 @@ pub async fn try_start_proxy(yaml: &str) -> Result<RunningProxy, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config_path = dir.path().join("routes.yaml");
     std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
-    let config = snigate::config::load(&config_path).map_err(|errors| format!("config: {errors}"))?;
-    let server = snigate::server::Server::bind(config).await.map_err(|e| format!("bind: {e:?}"))?;
-    let addrs = server.local_addrs();
     let token = CancellationToken::new();
-    let handle = tokio::spawn(server.run(token.clone()));
-    Ok(RunningProxy { addrs, token, handle: Some(handle), config_path, _dir: dir })
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<Vec<SocketAddr>, String>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+    let path = config_path.clone();
+    let run_token = token.clone();
+    std::thread::Builder::new()
+        .name("snigate-under-test".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let config = match snigate::config::load(&path) {
+                    Ok(config) => config,
+                    Err(errors) => return drop(ready_tx.send(Err(format!("config: {errors}")))),
+                };
+                let server = match snigate::server::Server::bind(config).await {
+                    Ok(server) => server,
+                    Err(error) => return drop(ready_tx.send(Err(format!("bind: {error:?}")))),
+                };
+                let _ = ready_tx.send(Ok(server.local_addrs()));
+                let result = server.run(run_token).await.map_err(|e| format!("{e:?}"));
+                let _ = done_tx.send(result);
+            });
+            // Do not wait for leftover tasks: a stuck one must not keep this thread alive.
+            runtime.shutdown_background();
+        })
+        .map_err(|e| format!("spawn server thread: {e}"))?;
+    let addrs = within("the proxy to load its config and bind", ready_rx)
+        .await
+        .map_err(|_| "the server thread died before binding (panicked?)".to_string())??;
+    Ok(RunningProxy { addrs, token, done: Some(done_rx), config_path, _dir: dir })
 }
 
 /// A YAML double-quoted string (paths, names) with `\` and `"` escaped.
@@ -263,8 +295,13 @@ impl RouteYaml {
 
 /// A whole config: `listen`, `default`, [`TEST_LIMITS`] and the routes.
 pub fn config_yaml(listen: &[&str], default: &str, routes: &[RouteYaml]) -> String {
+    config_with_limits(listen, default, TEST_LIMITS, routes)
+}
+
+/// A whole config with a custom `limits:` line.
+pub fn config_with_limits(listen: &[&str], default: &str, limits: &str, routes: &[RouteYaml]) -> String {
     let listen: Vec<String> = listen.iter().map(q).collect();
-    let mut out = format!("listen: [{}]\ndefault: {}\n{TEST_LIMITS}\nroutes:\n", listen.join(", "), q(default));
+    let mut out = format!("listen: [{}]\ndefault: {}\n{limits}\nroutes:\n", listen.join(", "), q(default));
     for route in routes {
         out += &route.render();
     }

@@ -215,7 +215,11 @@ pub fn parse_v2(buf: &[u8]) -> Result<V2Header, String> {
             let dst_ip = Ipv4Addr::new(body[4], body[5], body[6], body[7]);
             let src_port = u16::from_be_bytes([body[8], body[9]]);
             let dst_port = u16::from_be_bytes([body[10], body[11]]);
-            (12, Some(SocketAddr::new(IpAddr::V4(src_ip), src_port)), Some(SocketAddr::new(IpAddr::V4(dst_ip), dst_port)))
+            (
+                12,
+                Some(SocketAddr::new(IpAddr::V4(src_ip), src_port)),
+                Some(SocketAddr::new(IpAddr::V4(dst_ip), dst_port)),
+            )
         }
         FAM_TCP6 | FAM_UDP6 => {
             if body.len() < 36 {
@@ -225,7 +229,11 @@ pub fn parse_v2(buf: &[u8]) -> Result<V2Header, String> {
             let dst_ip = Ipv6Addr::from(<[u8; 16]>::try_from(&body[16..32]).unwrap());
             let src_port = u16::from_be_bytes([body[32], body[33]]);
             let dst_port = u16::from_be_bytes([body[34], body[35]]);
-            (36, Some(SocketAddr::new(IpAddr::V6(src_ip), src_port)), Some(SocketAddr::new(IpAddr::V6(dst_ip), dst_port)))
+            (
+                36,
+                Some(SocketAddr::new(IpAddr::V6(src_ip), src_port)),
+                Some(SocketAddr::new(IpAddr::V6(dst_ip), dst_port)),
+            )
         }
         FAM_UNIX_STREAM | FAM_UNIX_DGRAM => {
             if body.len() < 216 {

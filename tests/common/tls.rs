@@ -23,10 +23,13 @@ pub enum Versions {
 
 impl Versions {
     fn list(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        static BOTH: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+        static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+        static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
         match self {
-            Versions::Both => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Versions::Tls12Only => &[&rustls::version::TLS12],
-            Versions::Tls13Only => &[&rustls::version::TLS13],
+            Versions::Both => &BOTH,
+            Versions::Tls12Only => &TLS12,
+            Versions::Tls13Only => &TLS13,
         }
     }
 }
@@ -79,11 +82,7 @@ pub fn client_config(opts: ClientOpts) -> Arc<ClientConfig> {
 
 /// A client trusting `ca` (optionally presenting `identity`).
 pub fn simple_client(ca: &CertificateDer<'static>, identity: Option<&Leaf>) -> Arc<ClientConfig> {
-    client_config(ClientOpts {
-        roots: vec![ca.clone()],
-        identity: identity.map(Leaf::identity),
-        ..Default::default()
-    })
+    client_config(ClientOpts { roots: vec![ca.clone()], identity: identity.map(Leaf::identity), ..Default::default() })
 }
 
 /// A server config for a test TLS backend.
@@ -105,9 +104,8 @@ pub async fn tls_connect(
     config: Arc<ClientConfig>,
     sni: &str,
 ) -> Result<(TlsStream<TcpStream>, SocketAddr), String> {
-    let tcp = within("TCP connect to the proxy", TcpStream::connect(addr))
-        .await
-        .map_err(|e| format!("TCP connect: {e}"))?;
+    let tcp =
+        within("TCP connect to the proxy", TcpStream::connect(addr)).await.map_err(|e| format!("TCP connect: {e}"))?;
     let local = tcp.local_addr().unwrap();
     let name = ServerName::try_from(sni.to_string()).map_err(|e| format!("server name: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(config);
