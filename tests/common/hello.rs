@@ -22,7 +22,7 @@ fn push_u24(out: &mut Vec<u8>, value: usize) {
     out.extend_from_slice(&(value as u32).to_be_bytes()[1..]);
 }
 
-fn extension(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
+pub fn extension(out: &mut Vec<u8>, kind: u16, body: &[u8]) {
     out.extend_from_slice(&kind.to_be_bytes());
     push_u16(out, body.len());
     out.extend_from_slice(body);
@@ -65,7 +65,11 @@ pub fn raw_client_hello(sni: Option<&[u8]>, alpn: &[&[u8]]) -> Vec<u8> {
     key_share.extend_from_slice(&[0x00, 0x1d, 0x00, 0x20]);
     key_share.extend_from_slice(&[0x42; 32]);
     extension(&mut extensions, 0x0033, &key_share);
+    client_hello_with_extensions(&extensions)
+}
 
+/// A ClientHello record carrying exactly `extensions` (already encoded, e.g. with [`extension`]).
+pub fn client_hello_with_extensions(extensions: &[u8]) -> Vec<u8> {
     let mut hello = vec![0x03, 0x03];
     hello.extend_from_slice(&[0x5a; 32]); // random
     hello.push(32);
@@ -73,7 +77,7 @@ pub fn raw_client_hello(sni: Option<&[u8]>, alpn: &[&[u8]]) -> Vec<u8> {
     hello.extend_from_slice(&[0x00, 0x06, 0x13, 0x01, 0x13, 0x02, 0xc0, 0x2b]);
     hello.extend_from_slice(&[0x01, 0x00]);
     push_u16(&mut hello, extensions.len());
-    hello.extend_from_slice(&extensions);
+    hello.extend_from_slice(extensions);
 
     let mut handshake = vec![0x01];
     push_u24(&mut handshake, hello.len());

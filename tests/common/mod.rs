@@ -119,6 +119,11 @@ pub async fn ipv6_available() -> bool {
 /// hanging `cargo test`.
 pub struct RunningProxy {
     addrs: Vec<SocketAddr>,
+    /// The admin endpoint, when the config has `admin:`.
+    pub admin: Option<SocketAddr>,
+    /// Reloads the config file at `config_path` (rewrite it first), as SIGHUP does.
+    pub reload: snigate::server::ReloadHandle,
+    pub metrics: std::sync::Arc<snigate::metrics::Metrics>,
     token: CancellationToken,
     done: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
     pub config_path: PathBuf,
@@ -161,7 +166,7 @@ pub async fn try_start_proxy(yaml: &str) -> Result<RunningProxy, String> {
     let config_path = dir.path().join("routes.yaml");
     std::fs::write(&config_path, yaml).map_err(|e| e.to_string())?;
     let token = CancellationToken::new();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<Vec<SocketAddr>, String>>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<Started, String>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
     let path = config_path.clone();
     let run_token = token.clone();
@@ -182,7 +187,12 @@ pub async fn try_start_proxy(yaml: &str) -> Result<RunningProxy, String> {
                     Ok(server) => server,
                     Err(error) => return drop(ready_tx.send(Err(format!("bind: {error:?}")))),
                 };
-                let _ = ready_tx.send(Ok(server.local_addrs()));
+                let _ = ready_tx.send(Ok(Started {
+                    addrs: server.local_addrs(),
+                    admin: server.admin_addr(),
+                    reload: server.reload_handle(),
+                    metrics: server.metrics(),
+                }));
                 let result = server.run(run_token).await.map_err(|e| format!("{e:?}"));
                 let _ = done_tx.send(result);
             });
@@ -190,10 +200,27 @@ pub async fn try_start_proxy(yaml: &str) -> Result<RunningProxy, String> {
             runtime.shutdown_background();
         })
         .map_err(|e| format!("spawn server thread: {e}"))?;
-    let addrs = within("the proxy to load its config and bind", ready_rx)
+    let started = within("the proxy to load its config and bind", ready_rx)
         .await
         .map_err(|_| "the server thread died before binding (panicked?)".to_string())??;
-    Ok(RunningProxy { addrs, token, done: Some(done_rx), config_path, _dir: dir })
+    Ok(RunningProxy {
+        addrs: started.addrs,
+        admin: started.admin,
+        reload: started.reload,
+        metrics: started.metrics,
+        token,
+        done: Some(done_rx),
+        config_path,
+        _dir: dir,
+    })
+}
+
+/// What the server thread reports once it is bound.
+struct Started {
+    addrs: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
+    reload: snigate::server::ReloadHandle,
+    metrics: std::sync::Arc<snigate::metrics::Metrics>,
 }
 
 /// A YAML double-quoted string (paths, names) with `\` and `"` escaped.
