@@ -253,7 +253,7 @@ async fn forward(
         Err(close) => return close,
     };
     record.backend = Some(connected.server);
-    let (_registration, stop) = register(route, &connected, None, context);
+    let (registration, stop) = register(route, &connected, None, context);
     let meta = Meta {
         source: Some(client),
         destination: Some(local),
@@ -276,7 +276,7 @@ async fn forward(
     let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
     record.transferred = transferred;
     record.transferred.client_to_backend += replayed_bytes;
-    end_to_close(end)
+    end_to_close(end, &registration)
 }
 
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
@@ -330,7 +330,7 @@ async fn terminate(
         }
     };
     record.backend = Some(connected.server);
-    let (_registration, stop) = register(route, &connected, Some(&session), context);
+    let (registration, stop) = register(route, &connected, Some(&session), context);
     let meta = Meta {
         source: Some(client),
         destination: Some(local),
@@ -364,7 +364,7 @@ async fn terminate(
     }
     let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
     record.transferred = transferred;
-    end_to_close(end)
+    end_to_close(end, &registration)
 }
 
 /// The route's PROXY header for this connection (empty when the route sends none).
@@ -376,10 +376,12 @@ fn header(version: ProxyProtocol, meta: &Meta) -> Result<Vec<u8>, Close> {
     }
 }
 
-fn end_to_close(end: relay::End) -> Close {
+/// The close cause of a finished relay; a registry close says why (`backend_down`, …).
+fn end_to_close(end: relay::End, registration: &Registration) -> Close {
     let cause = end.cause();
     match end {
         relay::End::ClientError(error) | relay::End::BackendError(error) => Close::because(cause, error),
+        relay::End::Shutdown => Close::new(registration.close_reason().unwrap_or(cause)),
         _ => Close::new(cause),
     }
 }

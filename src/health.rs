@@ -87,9 +87,9 @@ impl Checker {
         if route.backend.on_backend_down != OnBackendDown::CloseSessions {
             return;
         }
-        let closed = self
-            .sessions
-            .close_where(self.close_jitter, |session| session.route == route.name && session.backend_server == server);
+        let closed = self.sessions.close_where(self.close_jitter, "backend_down", |session| {
+            session.route == route.name && session.backend_server == server
+        });
         if closed > 0 {
             tracing::info!(route = %route.name, %server, sessions = closed, jitter = ?self.close_jitter, "closing the sessions of a down server");
         }

@@ -234,7 +234,7 @@ async fn drain(shared: &Shared) {
     if tokio::time::timeout(drain_timeout, shared.connections.wait()).await.is_ok() {
         return;
     }
-    let relaying = context.sessions.close_where(close_jitter, |_| true);
+    let relaying = context.sessions.close_where(close_jitter, "drain_timeout", |_| true);
     tracing::warn!(
         live = shared.connections.len(),
         relaying,
@@ -298,7 +298,7 @@ fn reload(
 
 /// With `revoke_live`, closes live sessions whose client certificate the route's CRLs now revoke.
 fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
-    sessions.close_where(Duration::ZERO, |session| {
+    sessions.close_where(Duration::ZERO, "certificate_revoked", |session| {
         let Some(client) = &session.client_cert else { return false };
         routes
             .routes()

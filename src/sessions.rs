@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     close: CancellationToken,
+    reason: Arc<OnceLock<&'static str>>,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +38,14 @@ pub struct Sessions {
 pub struct Registration {
     sessions: Arc<Sessions>,
     id: u64,
+    reason: Arc<OnceLock<&'static str>>,
+}
+
+impl Registration {
+    /// Why the registry closed this session, if it did (`backend_down`, `revoked`, `drain`).
+    pub fn close_reason(&self) -> Option<&'static str> {
+        self.reason.get().copied()
+    }
 }
 
 impl Drop for Registration {
@@ -57,8 +66,9 @@ impl Sessions {
     /// Registers a session whose relay stops when `close` is cancelled.
     pub fn register(self: &Arc<Self>, info: SessionInfo, close: CancellationToken) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, Entry { info, close });
-        Registration { sessions: Arc::clone(self), id }
+        let reason = Arc::new(OnceLock::new());
+        self.lock().insert(id, Entry { info, close, reason: reason.clone() });
+        Registration { sessions: Arc::clone(self), id, reason }
     }
 
     pub fn len(&self) -> usize {
@@ -69,11 +79,18 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// Closes every session `select` picks, each at a random moment within `jitter`; returns how
-    /// many were picked.
-    pub fn close_where(&self, jitter: Duration, select: impl Fn(&SessionInfo) -> bool) -> usize {
-        let tokens: Vec<CancellationToken> =
-            self.lock().values().filter(|entry| select(&entry.info)).map(|entry| entry.close.clone()).collect();
+    /// Closes every session `select` picks, each at a random moment within `jitter`, recording
+    /// `reason` for its log line; returns how many were picked.
+    pub fn close_where(&self, jitter: Duration, reason: &'static str, select: impl Fn(&SessionInfo) -> bool) -> usize {
+        let tokens: Vec<CancellationToken> = self
+            .lock()
+            .values()
+            .filter(|entry| select(&entry.info))
+            .map(|entry| {
+                let _ = entry.reason.set(reason);
+                entry.close.clone()
+            })
+            .collect();
         let count = tokens.len();
         for token in tokens {
             close_within(token, jitter);
@@ -110,11 +127,12 @@ mod tests {
         let sessions = Sessions::new();
         let a = CancellationToken::new();
         let b = CancellationToken::new();
-        let _ra = sessions.register(info("r", "127.0.0.1:1"), a.clone());
+        let ra = sessions.register(info("r", "127.0.0.1:1"), a.clone());
         let _rb = sessions.register(info("r", "127.0.0.1:2"), b.clone());
-        assert_eq!(sessions.close_where(Duration::from_secs(10), |s| s.backend_server == "127.0.0.1:1"), 1);
+        assert_eq!(sessions.close_where(Duration::from_secs(10), "test", |s| s.backend_server == "127.0.0.1:1"), 1);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(a.is_cancelled());
+        assert_eq!(ra.close_reason(), Some("test"));
         assert!(!b.is_cancelled());
     }
 

@@ -21,7 +21,6 @@ use tokio::io::AsyncWriteExt;
 /// subject names that the shared helpers never produce.
 struct OddCa {
     issuer: Issuer<'static, KeyPair>,
-    cert_der: CertificateDer<'static>,
     cert_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -37,7 +36,7 @@ impl OddCa {
         let cert = params.self_signed(&key).unwrap();
         let cert_path = dir.path().join("odd-ca.pem");
         std::fs::write(&cert_path, cert.pem()).unwrap();
-        OddCa { issuer: Issuer::new(params, key), cert_der: cert.der().clone(), cert_path, _dir: dir }
+        OddCa { issuer: Issuer::new(params, key), cert_path, _dir: dir }
     }
 
     /// A client certificate with this subject CN, valid between the given years.

@@ -12,13 +12,21 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_returns_after_cancel_and_closes_live_connections() {
     let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::V2)).await;
-    let proxy = start_proxy(&config_v4("plain", &[RouteYaml::new("plain", "tcp").server(backend.addr)])).await;
+    // Connections still open after drain_timeout are closed spread over close_jitter.
+    let limits = "limits: { hello_timeout: 3s, idle_timeout: 1m, drain_timeout: 1s, close_jitter: 200ms }";
+    let proxy = start_proxy(&config_with_limits(
+        &["127.0.0.1:0"],
+        "plain",
+        limits,
+        &[RouteYaml::new("plain", "tcp").server(backend.addr)],
+    ))
+    .await;
     let addr = proxy.addr(0);
     let mut live = TcpStream::connect(addr).await.unwrap();
     live.write_all(b"live").await.unwrap();
     assert_eq!(read_n(&mut live, 4).await, b"live");
 
-    // drain_timeout is 1s in TEST_LIMITS: run() must return, closing the idle connection.
+    // run() must return after drain_timeout + close_jitter, closing the idle connection.
     proxy.shutdown().await;
     let closed =
         within_for(Duration::from_secs(5), "live connection closed by the drain", read_until_closed(&mut live)).await;
