@@ -4,7 +4,8 @@
 //! nothing. Live connections keep the table they started with.
 //!
 //! Directories are watched rather than files: editors and Kubernetes replace files by rename
-//! (ConfigMap and Secret volumes swap a `..data` symlink), which a file watch would miss.
+//! (ConfigMap and Secret volumes swap a `..data` symlink), which a file watch would miss. When a
+//! reload names other files, the watch moves to them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,43 +25,60 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// the OS watch cannot be set up (SIGHUP still works then).
 pub fn watch(files: Vec<PathBuf>, handle: ReloadHandle, stop: CancellationToken) -> notify::Result<()> {
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
-    let mut watched = WatchedSet::new(&files);
-    let event_filter = watched.clone();
-    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        let relevant = match result {
-            Ok(events) => events.iter().flat_map(|e| e.paths.iter()).any(|p| event_filter.concerns(p)),
-            Err(_) => true,
-        };
-        if relevant {
-            let _ = changed_tx.send(());
-        }
-    })?;
-    for directory in &watched.directories {
-        debouncer.watch(directory, RecursiveMode::NonRecursive)?;
-    }
+    let set = WatchedSet::new(&files);
+    let mut watching = Watching { _debouncer: watcher(&set, changed_tx.clone())?, set };
     tokio::spawn(async move {
-        // The debouncer stops watching when dropped, so it lives in this task.
-        let _debouncer = debouncer;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 changed = changed_rx.recv() => if changed.is_none() { return },
             }
             while changed_rx.try_recv().is_ok() {}
-            match handle.reload().await {
-                Ok(reloaded) => {
-                    tracing::info!(routes = reloaded.routes, "reloaded after a file change");
-                    let now = WatchedSet::new(&reloaded.files);
-                    if now.directories != watched.directories {
-                        tracing::warn!("the set of watched directories changed; new ones are watched after a restart (SIGHUP still reloads)");
-                    }
-                    watched = now;
+            let reloaded = match handle.reload().await {
+                Ok(reloaded) => reloaded,
+                Err(error) => {
+                    tracing::error!(%error, "reload after a file change failed; the running config stays");
+                    continue;
                 }
-                Err(error) => tracing::error!(%error, "reload after a file change failed; the running config stays"),
+            };
+            tracing::info!(routes = reloaded.routes, "reloaded after a file change");
+            let now = WatchedSet::new(&reloaded.files);
+            if now.files != watching.set.files {
+                // The new config names other files: watch those from now on.
+                match watcher(&now, changed_tx.clone()) {
+                    Ok(debouncer) => watching = Watching { _debouncer: debouncer, set: now },
+                    Err(error) => tracing::warn!(%error, "cannot watch the new config's files; reload with SIGHUP"),
+                }
             }
         }
     });
     Ok(())
+}
+
+/// The live OS watch (it stops when dropped) and what it covers.
+struct Watching {
+    _debouncer: Watcher,
+    set: WatchedSet,
+}
+
+type Watcher = notify_debouncer_full::Debouncer<notify::RecommendedWatcher, notify_debouncer_full::RecommendedCache>;
+
+/// A debounced watch on the directories of `set` that signals `changed` for events concerning it.
+fn watcher(set: &WatchedSet, changed: mpsc::UnboundedSender<()>) -> notify::Result<Watcher> {
+    let filter = set.clone();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let relevant = match result {
+            Ok(events) => events.iter().flat_map(|e| e.paths.iter()).any(|p| filter.concerns(p)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = changed.send(());
+        }
+    })?;
+    for directory in &set.directories {
+        debouncer.watch(directory, RecursiveMode::NonRecursive)?;
+    }
+    Ok(debouncer)
 }
 
 /// The watched files and the directories that hold them.
