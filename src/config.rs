@@ -387,6 +387,10 @@ struct Locator<'a> {
 impl Locator<'_> {
     /// Line of `needle` at or after `from_line` (1-based), as a whole word; the value's column.
     fn find(&self, needle: &str, from_line: usize) -> (usize, usize) {
+        if needle.is_empty() {
+            // An empty value (`default: ""`) cannot be searched for; point at the line searched from.
+            return (from_line, 1);
+        }
         for (index, line) in self.source.lines().enumerate().skip(from_line.saturating_sub(1)) {
             let content = line.split(" #").next().unwrap_or(line);
             let mut start = 0;
@@ -692,6 +696,17 @@ mod tests {
         let first = &errors.0[0];
         assert_eq!(first.line, 5, "{errors}");
         assert!(first.message.contains("colour"), "{errors}");
+    }
+
+    #[test]
+    fn empty_values_are_reported_not_searched_for_forever() {
+        // Found by fuzzing: an empty needle made the position search loop forever.
+        for text in [
+            "listen: [\"127.0.0.1:1\"]\ndefault: \"\"\nroutes: [{name: a, mode: tcp, backend: {servers: [\"127.0.0.1:1\"]}}]\n",
+            "listen: [\"127.0.0.1:1\"]\nroutes: [{name: a, sni: [\"\"], mode: tcp, backend: {servers: [\"\"]}}]\n",
+        ] {
+            assert!(parse(text, Path::new("r.yaml")).is_err());
+        }
     }
 
     #[test]

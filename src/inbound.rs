@@ -93,22 +93,26 @@ pub async fn read(stream: &mut TcpStream, deadline: Instant) -> Result<Inbound, 
 /// `Some((client, header length))` once a whole header is in `bytes`; `None` if more is needed.
 pub fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, InboundError> {
     if looks_like_v1(bytes) {
-        // ppp judges a cut-off v1 line by its fields ("PROXY T" is a bad protocol), so wait for
-        // the whole line before parsing it.
-        if !bytes.windows(2).any(|pair| pair == b"\r\n") {
-            return match bytes.len() > MAX_V1_LINE_BYTES {
+        // The line ends at the first CRLF; ppp judges a cut-off line by its fields ("PROXY T" is a
+        // bad protocol), so parse only whole lines, and refuse a stray CR or LF inside one.
+        let Some(crlf) = bytes.windows(2).position(|pair| pair == b"\r\n") else {
+            return match bytes.len() >= MAX_V1_LINE_BYTES {
                 true => Err(InboundError::Malformed("PROXY v1 line without CRLF in 107 bytes".into())),
                 false => Ok(None),
             };
+        };
+        let line = &bytes[..crlf + 2];
+        if line.len() > MAX_V1_LINE_BYTES || bytes[..crlf].iter().any(|&b| b == b'\r' || b == b'\n') {
+            return Err(InboundError::Malformed("PROXY v1 line is too long or holds a stray CR/LF".into()));
         }
-        return match ppp::v1::Header::try_from(bytes) {
+        return match ppp::v1::Header::try_from(line) {
             Ok(header) => {
                 let client = match header.addresses {
                     ppp::v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
                     ppp::v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
                     ppp::v1::Addresses::Unknown => None,
                 };
-                Ok(Some((client, header.header.len())))
+                Ok(Some((client, line.len())))
             }
             Err(error) => Err(InboundError::Malformed(error.to_string())),
         };
@@ -174,6 +178,10 @@ mod tests {
         assert_eq!(client, Some("[2001:db8::9]:40000".parse().unwrap()));
         assert_eq!(len, line.len());
         assert!(matches!(parse(&[b'P'; 200]), Err(InboundError::Malformed(_))));
+        // Found by fuzzing: a stray LF before the CRLF once made the header 1 byte short.
+        assert!(matches!(parse(b"PROXY UNKNOWN \n\r\r\n"), Err(InboundError::Malformed(_))));
+        let unknown = b"PROXY UNKNOWN whatever follows\r\n\x16";
+        assert_eq!(parse(unknown).unwrap(), Some((None, unknown.len() - 1)));
     }
 
     #[test]
