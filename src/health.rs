@@ -36,7 +36,8 @@ impl Checker {
     pub fn spawn(&self, routes: &Arc<RouteTable>, stop: &CancellationToken) {
         for (route_index, route) in routes.routes().iter().enumerate() {
             for (server_index, server) in route.backend.servers.iter().enumerate() {
-                self.metrics.backend_health(&route.name, server, true);
+                let up = route.backend.server_up[server_index].load(Ordering::Relaxed);
+                self.metrics.backend_health(&route.name, server, up);
                 let Some(check) = route.backend.health_check.clone() else {
                     continue;
                 };
@@ -77,7 +78,8 @@ impl Checker {
             }
             if !was_up && passes == check.rise {
                 up_flag.store(true, Ordering::Relaxed);
-                self.metrics.backend_health(&route.name, server, true);
+                let up = route.backend.server_up[server_index].load(Ordering::Relaxed);
+                self.metrics.backend_health(&route.name, server, up);
                 tracing::info!(route = %route.name, %server, passes, "backend server up");
             }
         }

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -284,6 +285,7 @@ fn reload(
         listeners.insert(address, start_listener(listener, shared));
     }
     let routes = config.routes;
+    carry_over_health(&shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
     metrics.config_loaded(true);
     export_certificate_expiry(metrics, &routes);
@@ -307,6 +309,22 @@ fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
             .filter_map(|route| route.tls.as_ref())
             .any(|tls| tls.revoke_live && tls.revokes(client))
     })
+}
+
+/// A server that stays in a reloaded route keeps its health state: a down server is not
+/// offered to clients again until its checks pass.
+fn carry_over_health(old: &RouteTable, new: &RouteTable) {
+    for route in new.routes() {
+        let Some(previous) = old.routes().iter().find(|r| r.name == route.name && r.backend.health_check.is_some())
+        else {
+            continue;
+        };
+        for (server, up) in route.backend.servers.iter().zip(&route.backend.server_up) {
+            if let Some(index) = previous.backend.servers.iter().position(|s| s == server) {
+                up.store(previous.backend.server_up[index].load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn export_certificate_expiry(metrics: &Metrics, routes: &RouteTable) {
