@@ -154,6 +154,9 @@ impl RouteTls {
         let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = raw.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         config.max_early_data_size = 0;
+        // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
+        // hardware-accelerated) is the one to use.
+        config.ignore_client_order = true;
         if raw.session_resumption {
             // Each route gets its own cache and ticket key, so a session never resumes on another
             // tenant's route (the nginx CVE-2025-23419 class of bypass).

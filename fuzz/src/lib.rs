@@ -1,0 +1,170 @@
+//! Bodies of the fuzz targets as plain functions.
+//!
+//! Each `fuzz_targets/<name>.rs` is a one-line `fuzz_target!` that calls the function of the same
+//! name here, and `tests/corpus.rs` calls the same functions over the seed corpus on stable Rust,
+//! so the targets keep compiling and their invariants keep holding without cargo-fuzz.
+//!
+//! A function returns normally for every input; a panic (a failed assertion included) is a finding.
+
+use std::path::Path;
+
+use snigate::hello::{self, HelloError, Progress};
+use snigate::inbound;
+
+/// The default `limits.max_hello_bytes`.
+pub const DEFAULT_MAX_HELLO_BYTES: usize = 16_384;
+/// RFC 1035 / RFC 6066: a host name is at most 253 bytes without the trailing dot.
+const MAX_NAME_BYTES: usize = 253;
+const MAX_LABEL_BYTES: usize = 63;
+
+/// Fixed, non-existent config path: every relative cert/key/CA path in the fuzzed YAML resolves
+/// under it, so loading them fails with an error instead of reading a real file.
+pub const CONFIG_PATH: &str = "/nonexistent/fuzz.yaml";
+
+/// Target `hello_parse`: `snigate::hello::parse`, ClientHello reassembly and SNI/ALPN extraction.
+///
+/// Invariants checked:
+/// - never panics, whatever `max_bytes`;
+/// - `Complete(h)`: `h.records_len <= buf.len()` and `<= max_bytes`; `h.server_name`, when set, is a
+///   canonical hostname (lowercase LDH labels joined by dots, no trailing dot, at most 253 bytes,
+///   no IPv4 literal), and is set exactly when `sni_status` is `Valid`;
+/// - the answer depends only on the records that carried the hello: `buf[..records_len]` gives
+///   the same `Complete`, and every shorter prefix gives `Incomplete` (so TCP segmentation can't
+///   change the outcome);
+/// - a cap one byte below `records_len` gives `TooLarge`.
+pub fn hello_parse(data: &[u8]) {
+    // Default cap first: that is what production runs with.
+    check_hello(data, DEFAULT_MAX_HELLO_BYTES);
+    // A second cap taken from the input's length, so the TooLarge paths get explored as well.
+    check_hello(data, data.len() / 2);
+}
+
+fn check_hello(buf: &[u8], max_bytes: usize) {
+    let result = hello::parse(buf, max_bytes);
+    let hello = match result {
+        Ok(Progress::Complete(hello)) => hello,
+        Ok(Progress::NotTls) => {
+            assert!(
+                buf.first() != Some(&0x16) || buf.get(1).is_some_and(|&major| major != 3),
+                "NotTls for a buffer that starts like a handshake record"
+            );
+            return;
+        }
+        Ok(Progress::Incomplete) | Err(_) => return,
+    };
+    assert!(hello.records_len <= buf.len(), "records_len {} > buffer {}", hello.records_len, buf.len());
+    assert!(hello.records_len <= max_bytes, "records_len {} > max_bytes {max_bytes}", hello.records_len);
+    assert!(hello.records_len >= 5 + 4, "a complete hello needs a record and a handshake header");
+    match (&hello.server_name, hello.sni_status) {
+        (Some(name), hello::SniStatus::Valid) => assert_canonical_hostname(name),
+        (None, hello::SniStatus::Absent | hello::SniStatus::Invalid) => {}
+        (name, status) => panic!("server_name {name:?} with sni_status {status:?}"),
+    }
+
+    // Exactly the hello's records: the same answer.
+    let exact = hello::parse(&buf[..hello.records_len], max_bytes);
+    assert_eq!(exact, Ok(Progress::Complete(hello.clone())), "records prefix disagrees");
+
+    // Shorter prefixes: still waiting. Checking all of them is quadratic, so only the record
+    // boundaries, the bytes either side of them, and a few fixed points.
+    let mut cuts = vec![1, 2, 3, 5, 9, hello.records_len / 2, hello.records_len - 1];
+    let mut position = 0;
+    while position + 5 <= hello.records_len {
+        cuts.extend([position, position + 1, position + 4, position + 5, position + 6]);
+        let len = usize::from(u16::from_be_bytes([buf[position + 3], buf[position + 4]]));
+        position += 5 + len;
+        cuts.push(position - 1);
+    }
+    for cut in cuts {
+        if cut == 0 || cut >= hello.records_len {
+            continue;
+        }
+        let prefix = hello::parse(&buf[..cut], max_bytes);
+        assert_eq!(
+            prefix,
+            Ok(Progress::Incomplete),
+            "prefix of {cut} bytes of a complete hello ({} bytes)",
+            hello.records_len
+        );
+    }
+
+    // The cap counts the records that carry the hello.
+    let below = hello.records_len - 1;
+    assert_eq!(hello::parse(buf, below), Err(HelloError::TooLarge { max_bytes: below }), "cap one below records_len");
+}
+
+/// Panics unless `name` is what `routes::canonicalize` may return.
+pub fn assert_canonical_hostname(name: &str) {
+    assert!(!name.is_empty(), "empty server_name");
+    assert!(name.len() <= MAX_NAME_BYTES, "server_name of {} bytes", name.len());
+    assert!(!name.ends_with('.'), "trailing dot in {name:?}");
+    for label in name.split('.') {
+        assert!(!label.is_empty() && label.len() <= MAX_LABEL_BYTES, "bad label length in {name:?}");
+        assert!(!label.starts_with('-') && !label.ends_with('-'), "label with edge hyphen in {name:?}");
+        assert!(
+            label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "non-LDH or uppercase byte in {name:?}"
+        );
+    }
+    let last = name.rsplit('.').next().unwrap_or(name);
+    assert!(!last.bytes().all(|b| b.is_ascii_digit()), "IPv4-like server_name {name:?}");
+}
+
+/// Target `inbound_parse`: `snigate::inbound::parse`, the PROXY v1/v2 header from a trusted peer.
+///
+/// Invariants checked:
+/// - never panics;
+/// - `Some((client, len))`: `0 < len <= bytes.len()`, and `bytes[..len]` gives the same answer
+///   (the header's length does not depend on what follows it);
+/// - every strict prefix of a parsed header gives `Ok(None)`, so a header that arrives in pieces is
+///   never refused part-way.
+pub fn inbound_parse(data: &[u8]) {
+    let Ok(Some((client, len))) = inbound::parse(data) else {
+        return;
+    };
+    assert!(len > 0, "empty header");
+    assert!(len <= data.len(), "header_len {len} > input {}", data.len());
+    match inbound::parse(&data[..len]) {
+        Ok(Some(again)) => assert_eq!(again, (client, len), "header alone parses differently"),
+        other => panic!("header alone ({len} bytes) gives {other:?}"),
+    }
+    for cut in 1..len {
+        match inbound::parse(&data[..cut]) {
+            Ok(None) => {}
+            other => panic!("prefix of {cut} of a {len}-byte header gives {other:?}"),
+        }
+    }
+}
+
+/// Target `config_parse`: `snigate::config::parse` on arbitrary UTF-8 text.
+///
+/// Certificate and key files the text names are resolved under `/nonexistent/`, so a terminate
+/// route can only fail to load them: the function must return errors, never panic.
+pub fn config_parse(data: &[u8]) {
+    let Ok(source) = std::str::from_utf8(data) else {
+        return;
+    };
+    match snigate::config::parse(source, Path::new(CONFIG_PATH)) {
+        Ok(config) => {
+            // Whatever validated must at least be printable.
+            let _ = format!("{config:?}");
+        }
+        Err(errors) => {
+            assert!(!errors.0.is_empty(), "Err with no errors");
+            let _ = errors.to_string();
+        }
+    }
+}
+
+/// Target by name, for the corpus test and the `replay` example.
+pub fn target(name: &str) -> Option<fn(&[u8])> {
+    match name {
+        "hello_parse" => Some(hello_parse),
+        "inbound_parse" => Some(inbound_parse),
+        "config_parse" => Some(config_parse),
+        _ => None,
+    }
+}
+
+/// Names of all targets, as in `Cargo.toml` and `corpus/`.
+pub const TARGETS: [&str; 3] = ["hello_parse", "inbound_parse", "config_parse"];
