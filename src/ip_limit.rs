@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Counts open connections per client address.
 #[derive(Debug)]
 pub struct IpLimiter {
-    max_per_ip: usize,
+    max_per_ip: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -22,18 +23,24 @@ pub struct IpPermit {
 impl IpLimiter {
     /// `max_per_ip == 0` turns the cap off.
     pub fn new(max_per_ip: usize) -> Arc<IpLimiter> {
-        Arc::new(IpLimiter { max_per_ip, open: Mutex::new(HashMap::new()) })
+        Arc::new(IpLimiter { max_per_ip: AtomicUsize::new(max_per_ip), open: Mutex::new(HashMap::new()) })
+    }
+
+    /// A new cap from a reload; connections already open are kept.
+    pub fn set_max(&self, max_per_ip: usize) {
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// A permit for one more connection from `address`, or `None` when it is at its cap.
     pub fn try_acquire(self: &Arc<Self>, address: IpAddr) -> Option<IpPermit> {
-        if self.max_per_ip == 0 {
+        let max_per_ip = self.max_per_ip.load(Ordering::Relaxed);
+        if max_per_ip == 0 {
             return Some(IpPermit { counted: None });
         }
         let address = address.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(address).or_insert(0);
-        if *count >= self.max_per_ip {
+        if *count >= max_per_ip {
             return None;
         }
         *count += 1;

@@ -94,6 +94,7 @@ impl std::fmt::Debug for Metrics {
 #[derive(Debug)]
 pub struct RouteMetrics {
     pub route: String,
+    mode: String,
     connections: Counter,
     active: Gauge,
     handshake_seconds: Histogram,
@@ -206,7 +207,10 @@ impl Metrics {
     /// The cached handles for a route.
     pub fn route(&self, route: &str, mode: &str) -> Arc<RouteMetrics> {
         if let Some(found) = self.per_route.read().unwrap_or_else(|p| p.into_inner()).get(route) {
-            return found.clone();
+            // A reload may change a route's mode: then its handles are made anew.
+            if found.mode == mode {
+                return found.clone();
+            }
         }
         let labels = RouteLabels { route: route.to_string(), mode: mode.to_string() };
         let bytes = |direction| BytesLabels { route: route.to_string(), mode: mode.to_string(), direction };
@@ -219,6 +223,7 @@ impl Metrics {
         let bytes_out = self.bytes.get_or_create(&bytes("backend_to_client")).clone();
         let handles = Arc::new(RouteMetrics {
             route: route.to_string(),
+            mode: mode.to_string(),
             connections,
             active,
             handshake_seconds,
@@ -226,7 +231,8 @@ impl Metrics {
             bytes_out,
         });
         let mut per_route = self.per_route.write().unwrap_or_else(|p| p.into_inner());
-        per_route.entry(route.to_string()).or_insert(handles).clone()
+        per_route.insert(route.to_string(), handles.clone());
+        handles
     }
 
     pub fn accepted(&self) {
@@ -271,6 +277,16 @@ impl Metrics {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             self.last_reload_success.set(now.as_secs_f64());
         }
+    }
+
+    /// Stops exporting a removed route's certificate expiry.
+    pub fn forget_certificate(&self, route: &str) {
+        self.certificate_expiry.remove(&RouteOnly { route: route.to_string() });
+    }
+
+    /// Stops exporting the health of a server a reload removed.
+    pub fn forget_backend(&self, route: &str, server: &str) {
+        self.backend_up.remove(&RouteServer { route: route.to_string(), server: server.to_string() });
     }
 
     pub fn certificate_expiry(&self, route: &str, not_after_unix_seconds: i64) {

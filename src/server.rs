@@ -81,7 +81,8 @@ impl ReloadHandle {
 /// What the accept loops and connection tasks share.
 struct Shared {
     routes: ArcSwap<RouteTable>,
-    context: Arc<Context>,
+    /// Limits and trusted PROXY peers as of the last load; each connection keeps the one it met.
+    context: ArcSwap<Context>,
     permits: Arc<Semaphore>,
     connections: TaskTracker,
 }
@@ -137,7 +138,7 @@ impl Server {
                 routes: ArcSwap::new(config.routes),
                 permits: Arc::new(Semaphore::new(config.limits.max_connections)),
                 connections: TaskTracker::new(),
-                context: Arc::new(context),
+                context: ArcSwap::from_pointee(context),
             }),
             readiness: Arc::new(Readiness::default()),
             reload_tx,
@@ -157,7 +158,7 @@ impl Server {
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.context.metrics.clone()
+        self.shared.context.load().metrics.clone()
     }
 
     /// Asks the running server to reload its config file (SIGHUP and the file watch use this).
@@ -173,14 +174,14 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, .. } = self;
-        let context = &shared.context;
+        let context = shared.context.load_full();
         let admin_stop = CancellationToken::new();
         if let Some(listener) = admin {
             let local = listener.local_addr().ok();
             tracing::info!(admin = ?local, "admin endpoint listening");
             tokio::spawn(admin::serve(listener, context.metrics.clone(), readiness.clone(), admin_stop.clone()));
         }
-        let checker = Checker {
+        let mut checker = Checker {
             sessions: context.sessions.clone(),
             metrics: context.metrics.clone(),
             close_jitter: context.limits.close_jitter,
@@ -202,6 +203,7 @@ impl Server {
                     let result = reload(&config_path, &shared, &mut listeners);
                     match &result {
                         Ok(reloaded) => {
+                            checker.close_jitter = shared.context.load().limits.close_jitter;
                             health_stop.cancel();
                             health_stop = CancellationToken::new();
                             checker.spawn(&shared.routes.load_full(), &health_stop);
@@ -228,7 +230,7 @@ impl Server {
 
 /// Waits `drain_timeout` for live connections, then closes the rest spread over `close_jitter`.
 async fn drain(shared: &Shared) {
-    let context = &shared.context;
+    let context = shared.context.load_full();
     let (drain_timeout, close_jitter) = (context.limits.drain_timeout, context.limits.close_jitter);
     shared.connections.close();
     tracing::info!(live = shared.connections.len(), ?drain_timeout, "draining");
@@ -254,7 +256,8 @@ fn reload(
     shared: &Arc<Shared>,
     listeners: &mut HashMap<SocketAddr, RunningListener>,
 ) -> Result<Reloaded, ReloadError> {
-    let metrics = &shared.context.metrics;
+    let context = shared.context.load_full();
+    let metrics = &context.metrics;
     let config = match config::load(path) {
         Ok(config) => config,
         Err(errors) => {
@@ -286,14 +289,16 @@ fn reload(
     }
     let routes = config.routes;
     carry_over_health(&shared.routes.load(), &routes);
+    forget_removed_series(metrics, &shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
+    shared.context.store(Arc::new(apply_settings(&context, &config.limits, config.accept_proxy_from, &shared.permits)));
     metrics.config_loaded(true);
     export_certificate_expiry(metrics, &routes);
     Ok(Reloaded {
         routes: routes.routes().len(),
         listeners_opened,
         listeners_closed: closed,
-        revoked_sessions: close_revoked_sessions(&shared.context.sessions, &routes),
+        revoked_sessions: close_revoked_sessions(&context.sessions, &routes),
         files: config.files,
     })
 }
@@ -312,17 +317,67 @@ fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
 }
 
 /// A server that stays in a reloaded route keeps its health state: a down server is not
-/// offered to clients again until its checks pass.
+/// offered to clients again until its checks pass. (Without a health check in the new route,
+/// nothing could bring it back, so it starts up.)
 fn carry_over_health(old: &RouteTable, new: &RouteTable) {
-    for route in new.routes() {
-        let Some(previous) = old.routes().iter().find(|r| r.name == route.name && r.backend.health_check.is_some())
-        else {
+    for route in new.routes().iter().filter(|r| r.backend.health_check.is_some()) {
+        let Some(previous) = old.routes().iter().find(|r| r.name == route.name) else {
             continue;
         };
         for (server, up) in route.backend.servers.iter().zip(&route.backend.server_up) {
             if let Some(index) = previous.backend.servers.iter().position(|s| s == server) {
                 up.store(previous.backend.server_up[index].load(Ordering::Relaxed), Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Drops the gauges of routes and servers a reload removed, so alerts on them stop.
+fn forget_removed_series(metrics: &Metrics, old: &RouteTable, new: &RouteTable) {
+    for route in old.routes() {
+        let kept = new.routes().iter().find(|r| r.name == route.name);
+        if route.tls.is_some() && kept.is_none_or(|r| r.tls.is_none()) {
+            metrics.forget_certificate(&route.name);
+        }
+        for server in &route.backend.servers {
+            if kept.is_none_or(|r| !r.backend.servers.contains(server)) {
+                metrics.forget_backend(&route.name, server);
+            }
+        }
+    }
+}
+
+/// The connection context for the reloaded limits and trusted PROXY peers; the shared pieces
+/// (semaphores, registry, metrics, stop token) carry over, resized where the limits changed.
+fn apply_settings(
+    old: &Context,
+    limits: &crate::config::Limits,
+    accept_proxy_from: Vec<ipnet::IpNet>,
+    connection_slots: &Semaphore,
+) -> Context {
+    resize(connection_slots, old.limits.max_connections, limits.max_connections, "max_connections");
+    resize(&old.handshakes, old.limits.max_handshakes, limits.max_handshakes, "max_handshakes");
+    old.per_ip.set_max(limits.max_connections_per_ip);
+    Context {
+        limits: limits.clone(),
+        accept_proxy_from,
+        per_ip: old.per_ip.clone(),
+        sessions: old.sessions.clone(),
+        metrics: old.metrics.clone(),
+        handshakes: old.handshakes.clone(),
+        hard_stop: old.hard_stop.clone(),
+    }
+}
+
+/// Grows or shrinks a semaphore from `old` to `new` permits. Permits in use cannot be taken back
+/// at once: what could not be forgotten now stays until a later reload lowers it again.
+fn resize(semaphore: &Semaphore, old: usize, new: usize, what: &str) {
+    if new > old {
+        semaphore.add_permits(new - old);
+    } else if new < old {
+        let forgotten = semaphore.forget_permits(old - new);
+        if forgotten < old - new {
+            tracing::warn!(limit = what, old, new, forgotten, "lowered limit only partly applied: slots are in use");
         }
     }
 }
@@ -384,7 +439,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
                 continue;
             }
         };
-        let context = shared.context.clone();
+        let context = shared.context.load_full();
         context.metrics.accepted();
         let routes = shared.routes.load_full();
         shared.connections.spawn(async move {

@@ -1,0 +1,301 @@
+//! Operations: SIGTERM on the `snigate` binary. `/readyz` fails first, the listeners close, live
+//! connections get `drain_timeout` to finish (the process exits as soon as they have), the rest
+//! are closed spread over `close_jitter`, and the process exits 0.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// ---------------------------------------------------------------------------------------------
+// Support: HTTP, polling, the binary.
+
+#[allow(dead_code)] // not every file reads every field
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// A hand-written HTTP/1.1 GET (`Connection: close`), bounded by [`WAIT`].
+async fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
+    let exchange = async {
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.map_err(|e| format!("receive: {e}"))?;
+        parse_http(&raw)
+    };
+    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err(format!("GET {path}: no answer")))
+}
+
+fn parse_http(raw: &[u8]) -> Result<HttpResponse, String> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
+        let mut decoded = Vec::new();
+        let mut rest = body.as_slice();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
+            let size_text = String::from_utf8_lossy(&rest[..end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+            rest = &rest[end + 2..];
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[..size.min(rest.len())]);
+            rest = &rest[(size + 2).min(rest.len())..];
+        }
+        body = decoded;
+    } else if let Some(length) =
+        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(length);
+    }
+    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).to_string() })
+}
+
+/// Polls `check` every 50 ms until it passes; panics with its last complaint after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let outcome = check().await;
+        match outcome {
+            Ok(()) => return,
+            Err(complaint) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last: {complaint}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Writes `message` and expects it back (bounded by [`WAIT`]).
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &[u8],
+) -> Result<(), String> {
+    let exchange = async {
+        stream.write_all(message).await.map_err(|e| format!("write: {e}"))?;
+        stream.flush().await.map_err(|e| format!("flush: {e}"))?;
+        let mut back = vec![0u8; message.len()];
+        stream.read_exact(&mut back).await.map_err(|e| format!("read: {e}"))?;
+        if back != message {
+            return Err(format!("echo mismatch: sent {message:?}, got {back:?}"));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err("echo timed out".into()))
+}
+
+/// The `snigate` binary running `run --config`; killed when dropped.
+struct ChildProxy {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl ChildProxy {
+    fn spawn(config: &Path, log: PathBuf) -> ChildProxy {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "snigate=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start the snigate binary");
+        ChildProxy { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits until `/readyz` answers 200 (panics with the log if the process exits first).
+    async fn wait_ready(&mut self, admin: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("snigate exited with {status} before it was ready:\n{}", self.log_text());
+            }
+            if let Ok(response) = http_get(admin, "/readyz").await {
+                if response.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "snigate not ready after 20 s:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ChildProxy {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildProxy {
+    /// Waits (bounded) for the process to exit and returns its status.
+    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "snigate did not exit within {limit:?}:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A running `snigate` child with one plain `tcp` route to an in-test echo backend.
+struct Draining {
+    child: ChildProxy,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    _backend: TestBackend,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_child(limits: &str) -> Draining {
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let (listen, admin) = (closed_port().await, closed_port().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("routes.yaml");
+    let route = RouteYaml::new("plain", "tcp").proxy("none").server(backend.addr);
+    let text = format!(
+        "admin: {}\n{}",
+        q(admin.to_string()),
+        config_with_limits(&[&listen.to_string()], "plain", limits, &[route])
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = ChildProxy::spawn(&config, dir.path().join("snigate.log"));
+    child.wait_ready(admin).await;
+    Draining { child, listen, admin, _backend: backend, _dir: dir }
+}
+
+/// Sends SIGTERM and checks what must happen first, while `live` is still open: `/readyz`
+/// turns 503 (while the live connection still echoes) and the listener stops accepting.
+/// Returns when SIGTERM was sent.
+async fn terminate_and_check_the_drain_starts(proxy: &Draining, live: &mut TcpStream) -> Instant {
+    let admin = proxy.admin;
+    let sent = Instant::now();
+    proxy.child.signal("TERM");
+    eventually(Duration::from_secs(5), "/readyz to answer 503 after SIGTERM", || async move {
+        match http_get(admin, "/readyz").await {
+            Ok(response) if response.status == 503 => Ok(()),
+            Ok(response) => Err(format!("/readyz answered {}", response.status)),
+            Err(error) => Err(error),
+        }
+    })
+    .await;
+    echo(live, b"still here while draining").await.expect("the live connection keeps working during the drain");
+    let listen = proxy.listen;
+    eventually(Duration::from_secs(3), "the listener to refuse new connections", || async move {
+        match TcpStream::connect(listen).await {
+            Err(_) => Ok(()),
+            Ok(_) => Err(format!("{listen} still accepts")),
+        }
+    })
+    .await;
+    let healthz = http_get(admin, "/healthz").await.expect("the admin endpoint serves during the drain");
+    assert_eq!(healthz.status, 200, "/healthz stays 200 while draining");
+    sent
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The client closes during the drain: the process exits then, long before the drain deadline
+/// (set to 30 s here so that "exited within 10 s" can only mean the drain saw the last close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readyz_first_then_exits_zero_once_the_client_closes() {
+    let mut proxy = start_child("limits: { drain_timeout: 30s, close_jitter: 1s }").await;
+    let mut live = TcpStream::connect(proxy.listen).await.unwrap();
+    echo(&mut live, b"before SIGTERM").await.unwrap();
+
+    terminate_and_check_the_drain_starts(&proxy, &mut live).await;
+    echo(&mut live, b"one more").await.unwrap();
+
+    // The client finishes: half-close, the echo backend closes back, the relay ends.
+    live.shutdown().await.unwrap();
+    let closed = read_until_closed(&mut live).await;
+    assert_eq!(closed, Closed::Eof(Vec::new()), "an orderly close through the proxy");
+    let closed_at = Instant::now();
+    let status = proxy.child.wait_exit(Duration::from_secs(10)).await;
+    println!("exited {status} {:?} after the client closed", closed_at.elapsed());
+    assert_eq!(status.code(), Some(0), "exit status after the drain:\n{}", proxy.child.log_text());
+    let log = proxy.child.log_text();
+    assert!(
+        !log.contains("drain timeout passed"),
+        "the drain ended because the client closed, not by its deadline:\n{log}"
+    );
+    assert!(TcpStream::connect(proxy.admin).await.is_err(), "the admin endpoint is gone after exit");
+}
+
+/// The client stays: it is closed after the drain deadline, within the jitter window (plus
+/// slack), and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readyz_first_then_closes_a_staying_client_after_the_deadline_and_exits_zero() {
+    const DRAIN: Duration = Duration::from_secs(2);
+    const JITTER: Duration = Duration::from_secs(1);
+    /// Generous slack over drain + jitter for scheduling and process start-up noise.
+    const SLACK: Duration = Duration::from_secs(3);
+    let mut proxy = start_child("limits: { drain_timeout: 2s, close_jitter: 1s }").await;
+    let mut live = TcpStream::connect(proxy.listen).await.unwrap();
+    echo(&mut live, b"before SIGTERM").await.unwrap();
+
+    let sent = terminate_and_check_the_drain_starts(&proxy, &mut live).await;
+    let closed =
+        within_for(DRAIN + JITTER + SLACK + Duration::from_secs(2), "the drain to close the staying client", async {
+            read_until_closed(&mut live).await
+        })
+        .await;
+    let closed_after = sent.elapsed();
+    println!("staying client closed {closed_after:?} after SIGTERM: {closed:?}");
+    assert!(closed.bytes().is_empty(), "no data after the drain: {closed:?}");
+    assert!(closed_after >= DRAIN, "closed {closed_after:?} after SIGTERM, before drain_timeout {DRAIN:?}");
+    assert!(
+        closed_after <= DRAIN + JITTER + SLACK,
+        "closed {closed_after:?} after SIGTERM, beyond drain_timeout + close_jitter + {SLACK:?}"
+    );
+    let status = proxy.child.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "exit status after the drain:\n{}", proxy.child.log_text());
+    let log = proxy.child.log_text();
+    assert!(log.contains("drain timeout passed"), "the drain deadline closed the client:\n{log}");
+}
