@@ -8,105 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::ops::*;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------------
 // Support: HTTP, polling, the binary.
-
-#[allow(dead_code)] // not every file reads every field
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// A hand-written HTTP/1.1 GET (`Connection: close`), bounded by [`WAIT`].
-async fn http_get(addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
-    let exchange = async {
-        let mut tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.map_err(|e| format!("receive: {e}"))?;
-        parse_http(&raw)
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err(format!("GET {path}: no answer")))
-}
-
-fn parse_http(raw: &[u8]) -> Result<HttpResponse, String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status =
-        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked")) {
-        let mut decoded = Vec::new();
-        let mut rest = body.as_slice();
-        loop {
-            let end = rest.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
-            let size_text = String::from_utf8_lossy(&rest[..end]).to_string();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-            rest = &rest[end + 2..];
-            if size == 0 {
-                break;
-            }
-            decoded.extend_from_slice(&rest[..size.min(rest.len())]);
-            rest = &rest[(size + 2).min(rest.len())..];
-        }
-        body = decoded;
-    } else if let Some(length) =
-        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        body.truncate(length);
-    }
-    Ok(HttpResponse { status, headers, body: String::from_utf8_lossy(&body).to_string() })
-}
-
-/// Polls `check` every 50 ms until it passes; panics with its last complaint after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        let outcome = check().await;
-        match outcome {
-            Ok(()) => return,
-            Err(complaint) if Instant::now() >= deadline => {
-                panic!("timed out after {limit:?} waiting for {what}; last: {complaint}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Writes `message` and expects it back (bounded by [`WAIT`]).
-async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    message: &[u8],
-) -> Result<(), String> {
-    let exchange = async {
-        stream.write_all(message).await.map_err(|e| format!("write: {e}"))?;
-        stream.flush().await.map_err(|e| format!("flush: {e}"))?;
-        let mut back = vec![0u8; message.len()];
-        stream.read_exact(&mut back).await.map_err(|e| format!("read: {e}"))?;
-        if back != message {
-            return Err(format!("echo mismatch: sent {message:?}, got {back:?}"));
-        }
-        Ok(())
-    };
-    tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err("echo timed out".into()))
-}
 
 /// The `snigate` binary running `run --config`; killed when dropped.
 struct ChildProxy {
