@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::ops::*;
@@ -15,82 +14,6 @@ use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------------
 // Support: HTTP, polling, the binary.
-
-/// The `snigate` binary running `run --config`; killed when dropped.
-struct ChildProxy {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl ChildProxy {
-    fn spawn(config: &Path, log: PathBuf) -> ChildProxy {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "snigate=debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the snigate binary");
-        ChildProxy { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits until `/readyz` answers 200 (panics with the log if the process exits first).
-    async fn wait_ready(&mut self, admin: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("snigate exited with {status} before it was ready:\n{}", self.log_text());
-            }
-            if let Ok(response) = http_get(admin, "/readyz").await {
-                if response.status == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "snigate not ready after 20 s:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ChildProxy {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl ChildProxy {
-    /// Waits (bounded) for the process to exit and returns its status.
-    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "snigate did not exit within {limit:?}:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
 
 /// A running `snigate` child with one plain `tcp` route to an in-test echo backend.
 struct Draining {

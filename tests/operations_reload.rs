@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,68 +95,6 @@ async fn reached_tag(proxy: SocketAddr) -> Result<u8, String> {
         Ok(answer[0])
     };
     tokio::time::timeout(Duration::from_secs(5), attempt).await.unwrap_or_else(|_| Err("no answer within 5 s".into()))
-}
-
-/// The `snigate` binary running `run --config`; killed when dropped.
-struct ChildProxy {
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-impl ChildProxy {
-    fn spawn(config: &Path, log: PathBuf) -> ChildProxy {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "snigate=debug")
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start the snigate binary");
-        ChildProxy { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits until `/readyz` answers 200 (panics with the log if the process exits first).
-    async fn wait_ready(&mut self, admin: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("snigate exited with {status} before it was ready:\n{}", self.log_text());
-            }
-            if let Ok(response) = http_get(admin, "/readyz").await {
-                if response.status == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "snigate not ready after 20 s:\n{}", self.log_text());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for ChildProxy {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
 }
 
 /// A raw ClientHello for `sni` on a fresh connection: what the proxy answers before closing.
