@@ -48,7 +48,8 @@ impl IpLimiter {
     }
 
     /// Addresses with at least one open connection.
-    pub fn tracked_addresses(&self) -> usize {
+    #[cfg(test)]
+    fn tracked_addresses(&self) -> usize {
         self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 }

@@ -225,7 +225,7 @@ fn client_verifier(
 }
 
 /// Reads a PEM file of one or more certificates.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
         .map_err(|error| TlsProblem::file(path, format!("cannot read certificates: {error}")))?
         .collect();
