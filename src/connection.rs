@@ -294,7 +294,7 @@ async fn terminate(
     record: &mut Record,
 ) -> Close {
     let limits = &context.limits;
-    let Ok(Ok(_handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
+    let Ok(Ok(handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
     else {
         return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
     };
@@ -311,6 +311,8 @@ async fn terminate(
         }
         Ok(Ok(tls_stream)) => tls_stream,
     };
+    // The slot bounds handshakes in progress, not sessions: give it back now.
+    drop(handshake_permit);
     if let Some(route_metrics) = &record.route {
         route_metrics.handshake(started.elapsed());
     }

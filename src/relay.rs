@@ -1,16 +1,31 @@
 //! Bidirectional copy between client and backend: half-close propagated (one side's EOF becomes
 //! a write shutdown on the other), an idle timeout over both directions, bytes counted each way.
+//!
+//! The copy is readiness-driven: bytes are read into a per-thread scratch buffer and written on
+//! at once, so an idle connection holds no copy buffer at all (MQTT fleets keep tens of thousands
+//! of sessions open). Only when the writer cannot take everything is the rest kept in a
+//! per-direction spill buffer, until it drains; reading in that direction pauses meanwhile, which
+//! is the back-pressure. `tokio::io::copy_bidirectional` would hold two 8 KiB buffers per
+//! connection for its whole life, which is why this is ours.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Copy buffer per direction.
-const BUFFER_BYTES: usize = 16 * 1024;
+/// The per-thread scratch buffer one read fills (the largest TLS record's plaintext).
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// Bytes moved each way.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,100 +60,161 @@ impl End {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Side {
-    Client,
-    Backend,
+/// One direction's copy state.
+#[derive(Default)]
+struct Half {
+    /// Bytes read but not yet taken by the writer; empty (no allocation) unless the writer is slow.
+    spill: Vec<u8>,
+    spill_written: usize,
+    /// A write went out that the writer may still buffer (TLS records): flush before reading on.
+    needs_flush: bool,
+    /// The reader reached EOF: shut the writer down, then this direction is done.
+    eof: bool,
+    done: bool,
+    bytes: u64,
+}
+
+/// A direction's failure: which side of it failed.
+enum HalfError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl Half {
+    /// Moves bytes from `reader` to `writer` until the reader would block, the writer pushes back,
+    /// or the reader's EOF has been passed on as a shutdown (`Ready(Ok)`).
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        scratch: &mut [u8],
+        last_activity: &mut Instant,
+    ) -> Poll<Result<(), HalfError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            while self.spill_written < self.spill.len() {
+                let n = ready!(writer.as_mut().poll_write(cx, &self.spill[self.spill_written..]))
+                    .map_err(HalfError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.spill_written += n;
+            }
+            if !self.spill.is_empty() {
+                // Drained: give the memory back, an idle connection holds none.
+                self.spill = Vec::new();
+                self.spill_written = 0;
+            }
+            if self.needs_flush {
+                ready!(writer.as_mut().poll_flush(cx)).map_err(HalfError::Write)?;
+                self.needs_flush = false;
+            }
+            if self.eof {
+                ready!(writer.as_mut().poll_shutdown(cx)).map_err(HalfError::Write)?;
+                self.done = true;
+                continue;
+            }
+            let mut buffer = ReadBuf::new(scratch);
+            ready!(reader.as_mut().poll_read(cx, &mut buffer)).map_err(HalfError::Read)?;
+            let read = buffer.filled().len();
+            if read == 0 {
+                self.eof = true;
+                continue;
+            }
+            self.bytes += read as u64;
+            *last_activity = Instant::now();
+            let mut written = 0;
+            while written < read {
+                match writer.as_mut().poll_write(cx, &scratch[written..read]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into()))),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(HalfError::Write(error))),
+                    Poll::Pending => {
+                        self.spill = scratch[written..read].to_vec();
+                        self.spill_written = 0;
+                        break;
+                    }
+                }
+            }
+            self.needs_flush = true;
+        }
+    }
 }
 
 /// Relays until both directions are closed, one side fails, the connection idles out, or
 /// `stop` is cancelled.
-pub async fn relay<C, B>(client: C, backend: B, idle_timeout: Duration, stop: &CancellationToken) -> (Transferred, End)
+pub async fn relay<C, B>(
+    mut client: C,
+    mut backend: B,
+    idle_timeout: Duration,
+    stop: &CancellationToken,
+) -> (Transferred, End)
 where
-    C: AsyncRead + AsyncWrite,
-    B: AsyncRead + AsyncWrite,
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut backend_read, mut backend_write) = tokio::io::split(backend);
-    let started = Instant::now();
-    let last_activity_ms = AtomicU64::new(0);
-    let upload = AtomicU64::new(0);
-    let download = AtomicU64::new(0);
-
-    let upstream = copy_half(&mut client_read, &mut backend_write, Side::Client, &upload, &last_activity_ms, started);
-    let downstream =
-        copy_half(&mut backend_read, &mut client_write, Side::Backend, &download, &last_activity_ms, started);
-    tokio::pin!(upstream, downstream);
+    let mut last_activity = Instant::now();
+    let mut upstream = Half::default();
+    let mut downstream = Half::default();
+    let stopped = stop.cancelled();
     let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let (mut upstream_done, mut downstream_done) = (false, false);
-
-    let end = loop {
-        tokio::select! {
-            result = &mut upstream, if !upstream_done => match result {
-                Ok(()) => upstream_done = true,
-                Err(end) => break end,
-            },
-            result = &mut downstream, if !downstream_done => match result {
-                Ok(()) => downstream_done = true,
-                Err(end) => break end,
-            },
-            () = &mut idle => {
-                let last = started + Duration::from_millis(last_activity_ms.load(Ordering::Relaxed));
-                if last.elapsed() >= idle_timeout {
-                    break End::Idle;
-                }
-                idle.as_mut().reset(last + idle_timeout);
-            },
-            () = stop.cancelled() => break End::Shutdown,
+    tokio::pin!(stopped, idle);
+    let end = poll_fn(|cx| {
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Shutdown);
         }
-        if upstream_done && downstream_done {
-            break End::Closed;
+        let copied = SCRATCH.with_borrow_mut(|scratch| {
+            let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, &mut last_activity);
+            if let Poll::Ready(Err(error)) = up {
+                return Poll::Ready(Err(match error {
+                    HalfError::Read(error) => End::ClientError(error),
+                    HalfError::Write(error) => End::BackendError(error),
+                }));
+            }
+            let down =
+                downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, &mut last_activity);
+            if let Poll::Ready(Err(error)) = down {
+                return Poll::Ready(Err(match error {
+                    HalfError::Read(error) => End::BackendError(error),
+                    HalfError::Write(error) => End::ClientError(error),
+                }));
+            }
+            if up.is_ready() && down.is_ready() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        });
+        match copied {
+            Poll::Ready(Ok(())) => return Poll::Ready(End::Closed),
+            Poll::Ready(Err(end)) => return Poll::Ready(end),
+            Poll::Pending => {}
         }
-    };
-    let transferred = Transferred {
-        client_to_backend: upload.load(Ordering::Relaxed),
-        backend_to_client: download.load(Ordering::Relaxed),
-    };
+        while idle.as_mut().poll(cx).is_ready() {
+            let deadline = last_activity + idle_timeout;
+            if Instant::now() >= deadline {
+                return Poll::Ready(End::Idle);
+            }
+            idle.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await;
+    let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
     (transferred, end)
-}
-
-async fn copy_half<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    from: Side,
-    counter: &AtomicU64,
-    last_activity_ms: &AtomicU64,
-    started: Instant,
-) -> Result<(), End>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let read_error = |error| match from {
-        Side::Client => End::ClientError(error),
-        Side::Backend => End::BackendError(error),
-    };
-    let write_error = |error| match from {
-        Side::Client => End::BackendError(error),
-        Side::Backend => End::ClientError(error),
-    };
-    let mut buffer = vec![0u8; BUFFER_BYTES];
-    loop {
-        let n = reader.read(&mut buffer).await.map_err(read_error)?;
-        if n == 0 {
-            return writer.shutdown().await.map_err(write_error);
-        }
-        writer.write_all(&buffer[..n]).await.map_err(write_error)?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        last_activity_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn half_close_is_propagated_and_bytes_counted() {
@@ -162,6 +238,29 @@ mod tests {
         let (transferred, end) = relay.await.unwrap();
         assert!(matches!(end, End::Closed), "{end:?}");
         assert_eq!(transferred, Transferred { client_to_backend: 4, backend_to_client: 5 });
+    }
+
+    #[tokio::test]
+    async fn writer_slower_than_reader_spills_and_keeps_every_byte_in_order() {
+        // 64-byte pipes make nearly every write partial, so the spill path carries the data.
+        let (client, mut client_peer) = duplex(64);
+        let (backend, mut backend_peer) = duplex(64);
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(async move { relay(client, backend, Duration::from_secs(5), &stop).await });
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = sent.clone();
+        let writer = tokio::spawn(async move {
+            client_peer.write_all(&sent).await.unwrap();
+            client_peer.shutdown().await.unwrap();
+            client_peer
+        });
+        let mut got = Vec::new();
+        backend_peer.read_to_end(&mut got).await.unwrap();
+        assert!(got == expected, "{} bytes arrived, {} sent", got.len(), expected.len());
+        drop(backend_peer);
+        drop(writer.await.unwrap());
+        let (transferred, _) = relay.await.unwrap();
+        assert_eq!(transferred.client_to_backend, 200_000);
     }
 
     #[tokio::test(start_paused = true)]

@@ -157,6 +157,32 @@ async fn handshakes_above_max_handshakes_wait_briefly_then_are_refused() {
     assert!(ok, "handshakes work again once the slot is released");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_handshakes_bounds_handshakes_in_progress_not_established_sessions() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca", "CA");
+    let server = ca.server_cert("a", &["a.test"]);
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let route = RouteYaml::new("a", "terminate").sni(&["a.test"]).cert(&server).server(backend.addr).proxy("none");
+    let yaml = config_with_limits(&["127.0.0.1:0"], "reject", &limits("max_handshakes: 1"), &[route]);
+    let proxy = start_proxy(&yaml).await;
+
+    // One handshake slot, three sessions one after the other: each finished handshake frees the slot.
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let (mut tls, _) = tls_connect(proxy.addr(0), simple_client(&ca.cert_der, None), "a.test")
+            .await
+            .unwrap_or_else(|error| panic!("session {i} with {i} sessions open: {error}"));
+        tls.write_all(b"ping").await.unwrap();
+        assert_eq!(within("echo", read_n(&mut tls, 4)).await, b"ping");
+        sessions.push(tls);
+    }
+    for tls in &mut sessions {
+        tls.write_all(b"again").await.unwrap();
+        assert_eq!(within("echo", read_n(tls, 5)).await, b"again", "established sessions keep working");
+    }
+}
+
 /// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
