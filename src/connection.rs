@@ -164,7 +164,7 @@ async fn serve(
                 return Close::new("not_tls");
             };
             let _active = routed(&span, route, context, record);
-            return forward(stream, received.bytes, client, local, None, route, context, record).await;
+            return Box::pin(forward(stream, received.bytes, client, local, None, route, context, record)).await;
         }
         Progress::Incomplete => return Close::new("hello_incomplete"),
     };
@@ -181,11 +181,13 @@ async fn serve(
         return Close::because(cause, format!("sni {}", hello.sni_status.as_str()));
     };
     let _active = routed(&span, route, context, record);
+    // The mode's future is boxed so that the task itself stays small: a session then holds the
+    // memory its phase needs, not the largest phase's (memory per idle connection).
     match (&route.tls, route.mode) {
         (Some(route_tls), Mode::Terminate) => {
-            terminate(stream, received.bytes, client, local, &hello, route, route_tls, context, record).await
+            Box::pin(terminate(stream, received.bytes, client, local, &hello, route, route_tls, context, record)).await
         }
-        _ => forward(stream, received.bytes, client, local, Some(&hello), route, context, record).await,
+        _ => Box::pin(forward(stream, received.bytes, client, local, Some(&hello), route, context, record)).await,
     }
 }
 
@@ -211,7 +213,7 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
 
 /// Connects the route's backend, counting each failed server.
 async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Connected, Close> {
-    backend::connect(&route.backend).await.map_err(|error| {
+    Box::pin(backend::connect(&route.backend)).await.map_err(|error| {
         for attempt in &error.attempts {
             context.metrics.backend_connect_failed(&route.name, &attempt.server);
         }
@@ -299,7 +301,10 @@ async fn terminate(
         return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
     };
     let started = std::time::Instant::now();
-    let handshake = TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream));
+    // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
+    // instead of space for the whole handshake state (memory per idle connection).
+    let handshake =
+        Box::pin(TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)));
     let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Err(_) => {
             context.metrics.handshake_failed(&route.name, "timeout");
@@ -309,7 +314,7 @@ async fn terminate(
             context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
             return Close::because("handshake_failed", error);
         }
-        Ok(Ok(tls_stream)) => tls_stream,
+        Ok(Ok(tls_stream)) => Box::new(tls_stream),
     };
     // The slot bounds handshakes in progress, not sessions: give it back now.
     drop(handshake_permit);
