@@ -766,3 +766,34 @@ fn systemd_analyze_verify_accepts_the_unit() {
         assert!(!said.contains(complaint), "systemd-analyze verify: {said}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The README's walkthrough quotes these files: keep them in step.
+
+#[test]
+fn readme_walkthrough_quotes_the_compose_files() {
+    let readme = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    let walkthrough = readme.split("\n## Mosquitto 2.1 walkthrough\n").nth(1).expect("the walkthrough section");
+    let walkthrough = walkthrough.split("\n## ").next().unwrap();
+    let blocks: Vec<&str> = walkthrough.split("```").skip(1).step_by(2).collect();
+    let conf = read(&compose_dir().join("mosquitto-a/mosquitto.conf"));
+    let routes = read(&compose_dir().join("snigate/routes.yaml"));
+    let quoted = |block: &str, file: &str, name: &str| {
+        for line in block.lines().skip(1) {
+            let line = line.split(" #").next().unwrap().trim();
+            if !line.is_empty() {
+                assert!(file.lines().any(|l| l.trim().starts_with(line)), "README quotes `{line}`, not in {name}");
+            }
+        }
+    };
+    let yaml = blocks.iter().find(|b| b.starts_with("yaml")).expect("the routes excerpt");
+    quoted(yaml, &routes, "snigate/routes.yaml");
+    let text = blocks.iter().find(|b| b.starts_with("text")).expect("the mosquitto.conf excerpt");
+    quoted(text, &conf, "mosquitto-a/mosquitto.conf");
+    let compose = compose();
+    let client_mounts: Vec<String> = bind_mounts(&compose, "client").into_iter().map(|(_, target)| target).collect();
+    for path in ["/certs/ca.pem", "/certs/client/client.pem", "/certs/client/client.key"] {
+        assert!(walkthrough.contains(path));
+        assert!(client_mounts.iter().any(|m| path.starts_with(m.as_str())), "{path} is not mounted in `client`");
+    }
+}
