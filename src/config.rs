@@ -60,6 +60,11 @@ pub struct RawConfig {
     /// Peers allowed to send an inbound PROXY header.
     #[serde(default)]
     pub accept_proxy_from: Vec<ipnet::IpNet>,
+    /// Bind the `listen` sockets with SO_REUSEPORT, so that several snigate processes share the
+    /// ports and the kernel spreads new connections over them. Default false: a second instance on
+    /// the same port is then an error, not a silent split.
+    #[serde(default)]
+    pub reuse_port: bool,
     /// `reject` (default) or the name of a route for unknown / missing SNI and non-TLS bytes.
     #[serde(default)]
     pub default: Option<String>,
@@ -336,6 +341,7 @@ pub struct Route {
 pub struct Config {
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
+    pub reuse_port: bool,
     pub admin: Option<SocketAddr>,
     pub accept_proxy_from: Vec<ipnet::IpNet>,
     pub limits: Limits,
@@ -560,6 +566,7 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
     Ok(Config {
         source: path.to_path_buf(),
         listen: raw.listen,
+        reuse_port: raw.reuse_port,
         admin: raw.admin,
         accept_proxy_from: raw.accept_proxy_from,
         limits,

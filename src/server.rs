@@ -110,7 +110,9 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let mut bound = Vec::with_capacity(config.listen.len());
         for &address in &config.listen {
-            bound.push(bind_listener(address).map_err(|source| ServerError::Bind { address, source })?);
+            bound.push(
+                bind_listener(address, config.reuse_port).map_err(|source| ServerError::Bind { address, source })?,
+            );
         }
         let admin = match config.admin {
             Some(address) => Some(admin::bind(address).await.map_err(|source| ServerError::Bind { address, source })?),
@@ -268,7 +270,7 @@ fn reload(
     // Open new listeners first: a bind failure leaves everything as it was.
     let mut opened = Vec::new();
     for &address in config.listen.iter().filter(|a| !listeners.contains_key(a)) {
-        match bind_listener(address) {
+        match bind_listener(address, config.reuse_port) {
             Ok(listener) => opened.push((address, listener)),
             Err(source) => {
                 metrics.config_loaded(false);
@@ -398,9 +400,12 @@ fn start_listener(listener: TcpListener, shared: &Arc<Shared>) -> RunningListene
     RunningListener { stop, local }
 }
 
-fn bind_listener(address: SocketAddr) -> io::Result<TcpListener> {
+fn bind_listener(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         // `[::]` and `0.0.0.0` on the same port are two listeners, as in the example config.
         socket.set_only_v6(true)?;

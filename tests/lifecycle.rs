@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,4 +66,30 @@ async fn bind_fails_on_an_address_in_use() {
             .await;
     assert!(result.is_err(), "binding a port that is in use must fail");
     println!("{}", result.err().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_port_lets_two_instances_share_a_port_and_is_off_by_default() {
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let port = closed_port().await.port();
+    let listen = format!("127.0.0.1:{port}");
+    let route = || RouteYaml::new("plain", "tcp").server(backend.addr).proxy("none");
+    let shared = |reuse: bool| format!("reuse_port: {reuse}\n{}", config_yaml(&[&listen], "plain", &[route()]));
+
+    let first = start_proxy(&shared(true)).await;
+    let second = start_proxy(&shared(true)).await;
+    assert_eq!((first.addr(0), second.addr(0)), (listen.parse().unwrap(), listen.parse().unwrap()));
+    let third = try_start_proxy(&shared(false)).await;
+    assert!(third.is_err(), "without reuse_port a taken port is an error");
+
+    // With one instance gone, every new connection reaches the other.
+    first.shutdown().await;
+    for i in b'a'..=b't' {
+        let mut client = TcpStream::connect(&listen).await.unwrap();
+        client.write_all(&[i]).await.unwrap();
+        let mut echoed = [0u8; 1];
+        let read = within("echo through the remaining instance", client.read_exact(&mut echoed)).await;
+        assert!(read.is_ok() && echoed == [i], "connection {i}: {read:?}");
+    }
+    second.shutdown().await;
 }
