@@ -275,6 +275,9 @@ async fn forward(
         return Close::because("backend_error", error);
     }
     drop(first_write);
+    #[cfg(target_os = "linux")]
+    let (transferred, end) = crate::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
+    #[cfg(not(target_os = "linux"))]
     let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
     record.transferred = transferred;
     record.transferred.client_to_backend += replayed_bytes;

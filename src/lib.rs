@@ -21,4 +21,6 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod signals;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tls;

@@ -75,9 +75,27 @@ struct Half {
 }
 
 /// A direction's failure: which side of it failed.
-enum HalfError {
+pub(crate) enum HalfError {
     Read(io::Error),
     Write(io::Error),
+}
+
+impl HalfError {
+    /// As an end of the client-to-backend direction.
+    pub(crate) fn upstream(self) -> End {
+        match self {
+            HalfError::Read(error) => End::ClientError(error),
+            HalfError::Write(error) => End::BackendError(error),
+        }
+    }
+
+    /// As an end of the backend-to-client direction.
+    pub(crate) fn downstream(self) -> End {
+        match self {
+            HalfError::Read(error) => End::BackendError(error),
+            HalfError::Write(error) => End::ClientError(error),
+        }
+    }
 }
 
 impl Half {
@@ -160,39 +178,45 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut last_activity = Instant::now();
     let mut upstream = Half::default();
     let mut downstream = Half::default();
-    let stopped = stop.cancelled();
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(stopped, idle);
-    let end = poll_fn(|cx| {
-        if stopped.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Shutdown);
-        }
-        let copied = SCRATCH.with_borrow_mut(|scratch| {
-            let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, &mut last_activity);
+    let end = drive(idle_timeout, stop, |cx, last_activity| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, last_activity);
             if let Poll::Ready(Err(error)) = up {
-                return Poll::Ready(Err(match error {
-                    HalfError::Read(error) => End::ClientError(error),
-                    HalfError::Write(error) => End::BackendError(error),
-                }));
+                return Poll::Ready(Err(error.upstream()));
             }
-            let down =
-                downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, &mut last_activity);
+            let down = downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, last_activity);
             if let Poll::Ready(Err(error)) = down {
-                return Poll::Ready(Err(match error {
-                    HalfError::Read(error) => End::BackendError(error),
-                    HalfError::Write(error) => End::ClientError(error),
-                }));
+                return Poll::Ready(Err(error.downstream()));
             }
             if up.is_ready() && down.is_ready() {
                 Poll::Ready(Ok(()))
             } else {
                 Poll::Pending
             }
-        });
-        match copied {
+        })
+    })
+    .await;
+    let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
+    (transferred, end)
+}
+
+/// Polls `copy` (both directions; it stamps `last_activity` when bytes move) until it is done or
+/// fails, no bytes moved for `idle_timeout`, or `stop` is cancelled.
+pub(crate) async fn drive<F>(idle_timeout: Duration, stop: &CancellationToken, mut copy: F) -> End
+where
+    F: FnMut(&mut Context<'_>, &mut Instant) -> Poll<Result<(), End>>,
+{
+    let mut last_activity = Instant::now();
+    let stopped = stop.cancelled();
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(stopped, idle);
+    poll_fn(|cx| {
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(End::Shutdown);
+        }
+        match copy(cx, &mut last_activity) {
             Poll::Ready(Ok(())) => return Poll::Ready(End::Closed),
             Poll::Ready(Err(end)) => return Poll::Ready(end),
             Poll::Pending => {}
@@ -206,9 +230,7 @@ where
         }
         Poll::Pending
     })
-    .await;
-    let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
-    (transferred, end)
+    .await
 }
 
 #[cfg(test)]

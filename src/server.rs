@@ -417,6 +417,8 @@ fn bind_listener(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListene
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    // A listener on one address tells each connection's local address without a getsockname call.
+    let fixed_local = listener.local_addr().ok().filter(|local| !local.ip().is_unspecified());
     loop {
         let permit = tokio::select! {
             () = stop.cancelled() => return,
@@ -437,7 +439,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
                 continue;
             }
         };
-        let local = match stream.local_addr() {
+        let local = match fixed_local.map_or_else(|| stream.local_addr(), Ok) {
             Ok(local) => local,
             Err(error) => {
                 tracing::debug!(%error, %peer, "connection gone before it was served");
