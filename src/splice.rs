@@ -23,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::relay::{drive, End, HalfError, Transferred};
 
-/// Bytes asked for per splice: the default pipe capacity (16 pages).
-const SPLICE_CHUNK_BYTES: usize = 64 * 1024;
+/// Pipe capacity asked for, and so the bytes moved per splice: fewer, larger splices per GB.
+/// Where the kernel refuses (`fs.pipe-max-size`, the per-user pipe page quota) the pipe keeps its
+/// default 64 KiB and the splices are that size.
+const PIPE_BYTES: usize = 256 * 1024;
 
 /// Drained pipes kept per thread for the next burst; beyond this they are closed.
 const POOLED_PIPES_PER_THREAD: usize = 32;
@@ -46,6 +48,7 @@ impl Pipe {
             return Ok(pipe);
         }
         let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_BYTES);
         Ok(Pipe { read, write })
     }
 
@@ -106,7 +109,7 @@ impl Half {
             ready!(from.poll_read_ready(cx)).map_err(HalfError::Read)?;
             let pipe = self.pipe.insert(Pipe::take().map_err(HalfError::Read)?);
             let spliced = from.try_io(Interest::READABLE, || {
-                Ok(rustix::pipe::splice(from, None, &pipe.write, None, SPLICE_CHUNK_BYTES, splice_flags())?)
+                Ok(rustix::pipe::splice(from, None, &pipe.write, None, PIPE_BYTES, splice_flags())?)
             });
             match spliced {
                 Ok(0) => self.eof = true,
