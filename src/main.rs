@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use snigate::config;
+use snigate::nginx;
 use snigate::server::Server;
 
 /// Exit codes (documented in the README): clap itself exits 2 on a usage error.
+/// `check`/`run`: the config is invalid; `import-nginx`: cannot read or cannot translate.
 const EXIT_CONFIG_INVALID: u8 = 1;
 const EXIT_RUNTIME_FAILURE: u8 = 3;
 
@@ -46,6 +48,20 @@ enum Command {
         #[arg(long, short, default_value = "routes.example.yaml")]
         config: PathBuf,
     },
+    /// Translate an nginx `stream {}` config into a routes file on stdout; what differs is listed on
+    /// stderr as file:line warnings (exit 0). Exit 1, with nothing on stdout, when the file cannot be
+    /// read or parts of it have no equivalent.
+    ImportNginx {
+        /// The nginx config, e.g. /etc/nginx/nginx.conf; includes are followed.
+        file: PathBuf,
+        /// Which `server {}` of `stream {}` to translate (1-based), when there are several.
+        #[arg(long)]
+        server: Option<usize>,
+    },
+    /// Print a shell completion script to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,6 +77,12 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Demo { config } => demo(&config),
+        Command::ImportNginx { file, server } => import_nginx(&file, server),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "snigate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => man(),
     }
 }
 
@@ -146,6 +168,45 @@ fn demo(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo failed: {error:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+fn import_nginx(path: &Path, server: Option<usize>) -> ExitCode {
+    match nginx::import(path, &nginx::Options { server }) {
+        Ok(imported) => {
+            for warning in &imported.warnings {
+                eprintln!("{warning}");
+            }
+            print!("{}", imported.yaml);
+            if !imported.warnings.is_empty() {
+                eprintln!("{}: translated with {} warning(s)", path.display(), imported.warnings.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(nginx::ImportError::Untranslatable(diagnostics)) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            let errors = diagnostics.iter().filter(|d| d.severity == nginx::Severity::Error).count();
+            eprintln!("{}: cannot translate ({errors} error(s)); nothing written", path.display());
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+fn man() -> ExitCode {
+    let mut out = Vec::new();
+    let rendered = clap_mangen::Man::new(Cli::command()).render(&mut out);
+    match rendered.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cannot write the man page: {error}");
             ExitCode::from(EXIT_RUNTIME_FAILURE)
         }
     }
