@@ -155,7 +155,19 @@ pub fn translate(tree: &[Directive], main_file: &Path, options: &Options) -> (Op
     let mut translator = Translator { diagnostics: Vec::new(), base_dir, main_file: main_file.to_path_buf() };
     let file = translator.file(tree, options);
     let failed = translator.diagnostics.iter().any(|d| d.severity == Severity::Error);
-    (file.filter(|_| !failed), translator.diagnostics)
+    (file.filter(|_| !failed), in_file_order(translator.diagnostics))
+}
+
+/// Files in the order they were first reported, lines in order within each.
+fn in_file_order(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for diagnostic in &diagnostics {
+        if !files.contains(&diagnostic.file) {
+            files.push(diagnostic.file.clone());
+        }
+    }
+    diagnostics.sort_by_key(|d| (files.iter().position(|f| *f == d.file), d.line));
+    diagnostics
 }
 
 struct Translator {
@@ -496,11 +508,7 @@ impl Translator {
         }
 
         let mut file = RoutesFile {
-            header: vec![format!(
-                "Translated by `snigate import-nginx` from {} ({}).",
-                self.main_file.display(),
-                server.at()
-            )],
+            header: vec![format!("Translated by `snigate import-nginx` from the `server {{}}` at {}.", server.at())],
             ..RoutesFile::default()
         };
         let (terminate, accept_proxy) = self.listen(&settings, server, &mut file);

@@ -13,7 +13,7 @@ pub struct RoutesFile {
     pub accept_proxy_from: Vec<String>,
     /// A route name; `None` writes `default: reject`.
     pub default: Option<String>,
-    /// `limits` keys and values, already in the schema's units.
+    /// `limits` keys and values, already in the schema's units (all digits: written as a number).
     pub limits: Vec<(&'static str, String)>,
     pub routes: Vec<Route>,
 }
@@ -97,7 +97,8 @@ impl RoutesFile {
         if !self.limits.is_empty() {
             out.push_str("limits:\n");
             for (key, value) in &self.limits {
-                let _ = writeln!(out, "  {key}: {}", quote(value));
+                let value = if value.bytes().all(|b| b.is_ascii_digit()) { value.clone() } else { quote(value) };
+                let _ = writeln!(out, "  {key}: {value}");
             }
         }
         out.push_str("routes:\n");
