@@ -59,9 +59,16 @@ enum Command {
         server: Option<usize>,
     },
     /// Print a shell completion script to stdout.
-    Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) to stdout.
-    Man,
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per subcommand into a directory.
+    Man {
+        /// Write snigate.1 and snigate-<subcommand>.1 into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,7 +89,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "snigate", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Man => man(),
+        Command::Man { dir } => man(dir.as_deref()),
     }
 }
 
@@ -200,10 +207,35 @@ fn import_nginx(path: &Path, server: Option<usize>) -> ExitCode {
     }
 }
 
-fn man() -> ExitCode {
-    let mut out = Vec::new();
-    let rendered = clap_mangen::Man::new(Cli::command()).render(&mut out);
-    match rendered.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &out)) {
+/// The README's exit code table, as a man page section.
+const MAN_EXIT_STATUS: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+ok; a clean shutdown after SIGTERM/SIGINT; \fBimport\-nginx\fR translated (warnings, if any, on stderr)
+.TP
+\fB1\fR
+the config is invalid (\fBcheck\fR, or \fBrun\fR at start\-up); \fBimport\-nginx\fR cannot read or cannot translate the nginx config
+.TP
+\fB2\fR
+usage error: unknown subcommand or flag, missing argument
+.TP
+\fB3\fR
+runtime failure, e.g. a listen address cannot be bound
+"#;
+
+fn man(dir: Option<&Path>) -> ExitCode {
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Cli::command()).render(&mut page).and_then(|()| {
+        page.extend_from_slice(MAN_EXIT_STATUS.as_bytes());
+        match dir {
+            None => std::io::Write::write_all(&mut std::io::stdout(), &page),
+            Some(dir) => {
+                clap_mangen::generate_to(Cli::command(), dir)?;
+                std::fs::write(dir.join("snigate.1"), &page)
+            }
+        }
+    });
+    match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("cannot write the man page: {error}");
