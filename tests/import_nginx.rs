@@ -183,7 +183,7 @@ fn mqtt_recipe_with_mapped_certificates_becomes_terminate_routes_with_client_aut
 
 #[test]
 fn whole_nginx_conf_with_events_http_and_globbed_includes_is_translated() {
-    let (dir, dir_copy) = copy_fixture("full");
+    let (_dir, dir_copy) = copy_fixture("full");
     let file = dir_copy.join("nginx.conf");
     let certs = dir_copy.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
@@ -202,7 +202,6 @@ fn whole_nginx_conf_with_events_http_and_globbed_includes_is_translated() {
     assert_eq!(route_of(&loaded, "anything.example.com"), Some("app_pool"), "a fixed proxy_pass is the default");
     assert_eq!(loaded.listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:9443"]);
     assert_eq!(loaded.limits.idle_timeout, Duration::from_secs(3600));
-    let _ = dir;
 
     let included = dir_copy.join("stream.d");
     assert!(err.contains(&format!("{}:3: warning: `least_conn` ignored", included.join("10-upstreams.conf").display())));
@@ -325,4 +324,41 @@ fn several_server_blocks_need_a_choice_and_each_translates_alone() {
     assert_eq!((second.routes[0].name.as_str(), second.routes[0].mode), ("mqtt", Mode::Tcp));
     assert_eq!(import(&file, &["--server", "3"]).status.code(), Some(1));
     assert_nginx_accepts(&file);
+}
+
+/// End to end: an imported passthrough config, run by snigate, sends each SNI to its nginx upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_passthrough_config_routes_each_name_to_its_upstream() {
+    use common::tls::{server_config, simple_client, tls_connect};
+    use tokio::io::AsyncWriteExt;
+
+    let pki = Pki::new();
+    let ca = pki.ca("backends-ca", "Backends CA");
+    let leaf_a = ca.server_cert("a", &["a.test"]);
+    let leaf_b = ca.server_cert("b", &["x.b.test"]);
+    let mut backend_a = TestBackend::start(BackendOpts::tls(ProxyExpect::V1, server_config(&leaf_a, &[]))).await;
+    let mut backend_b = TestBackend::start(BackendOpts::tls(ProxyExpect::V1, server_config(&leaf_b, &[]))).await;
+    let nginx_conf = pki.write(
+        "nginx.conf",
+        &format!(
+            "stream {{\n  map $ssl_preread_server_name $up {{\n    hostnames;\n    a.test up_a;\n    .b.test up_b;\n  }}\n  upstream up_a {{ server {}; }}\n  upstream up_b {{ server {}; }}\n  server {{\n    listen 127.0.0.1:0;\n    ssl_preread on;\n    proxy_pass $up;\n    proxy_protocol on;\n  }}\n}}\n",
+            backend_a.addr, backend_b.addr
+        ),
+    );
+    let imported = snigate::nginx::import(&nginx_conf, &Default::default()).expect("import");
+    assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+    let proxy = start_proxy(&imported.yaml).await;
+
+    for (sni, leaf, backend) in [("a.test", &leaf_a, &mut backend_a), ("x.b.test", &leaf_b, &mut backend_b)] {
+        let (mut tls, local) = tls_connect(proxy.addr(0), simple_client(&ca.cert_der, None), sni).await.expect(sni);
+        assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], leaf.cert_der, "{sni} reached its backend");
+        tls.write_all(b"ping").await.unwrap();
+        assert_eq!(read_n(&mut tls, 4).await, b"ping");
+        let accepted = backend.accepted().await;
+        assert_eq!(accepted.v1().src, Some(local), "PROXY v1 carries the client address, as nginx sends it");
+    }
+    let refused = common::tls::expect_refused(proxy.addr(0), simple_client(&ca.cert_der, None), "c.test").await;
+    assert!(!refused.is_empty());
+    assert_eq!(backend_a.accept_count() + backend_b.accept_count(), 2, "an unlisted name reaches no backend");
+    proxy.shutdown().await;
 }
