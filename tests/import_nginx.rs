@@ -362,3 +362,28 @@ async fn imported_passthrough_config_routes_each_name_to_its_upstream() {
     assert_eq!(backend_a.accept_count() + backend_b.accept_count(), 2, "an unlisted name reaches no backend");
     proxy.shutdown().await;
 }
+
+/// The README's worked example is what the command prints today.
+#[test]
+fn readme_worked_example_matches_the_output() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("### `snigate import-nginx`").nth(1).expect("README section").to_string();
+    let block = |fence: &str| -> String {
+        let start = section.find(fence).unwrap_or_else(|| panic!("no {fence} block")) + fence.len() + 1;
+        section[start..].split("```").next().unwrap().to_string()
+    };
+    let (nginx_conf, expected) = (block("```nginx"), block("```yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nginx.conf"), nginx_conf).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["import-nginx", "nginx.conf"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), expected, "update the README example");
+    let warnings = block("```text");
+    for line in stderr(&output).lines() {
+        assert!(warnings.contains(line), "README lacks the warning {line:?}");
+    }
+}

@@ -150,7 +150,10 @@ fn refused_reason(name: &str) -> Option<&'static str> {
 
 /// Translates the tree of `main_file` (its directory anchors relative certificate paths, like nginx).
 pub fn translate(tree: &[Directive], main_file: &Path, options: &Options) -> (Option<RoutesFile>, Vec<Diagnostic>) {
-    let base_dir = main_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base_dir = match main_file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let base_dir = std::fs::canonicalize(&base_dir).unwrap_or(base_dir);
     let mut translator = Translator { diagnostics: Vec::new(), base_dir, main_file: main_file.to_path_buf() };
     let file = translator.file(tree, options);
