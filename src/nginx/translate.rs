@@ -101,7 +101,6 @@ const TRANSLATED: &[&str] = &[
     "preread_buffer_size",
     "set_real_ip_from",
     "limit_conn",
-    "server_name",
 ];
 
 /// Directives with no equivalent whose loss changes nothing important: why, for the warning.
@@ -114,6 +113,9 @@ fn ignored_reason(name: &str) -> Option<&'static str> {
             "rustls chooses the cipher suites and key exchange groups (modern ones only)"
         }
         "ssl_verify_depth" => "client certificate chains of any depth up to the CA are accepted",
+        "server_name" => {
+            "with one `server {}` on a port nginx serves every name with it; snigate routes by the names in the `map`s"
+        }
         "ssl_stapling" | "ssl_stapling_verify" | "ssl_stapling_file" | "ssl_stapling_responder" | "ssl_ocsp"
         | "ssl_ocsp_cache" | "ssl_ocsp_responder" => "snigate does no OCSP (use `tls.crl` for revocation)",
         "resolver" | "resolver_timeout" => {
@@ -496,19 +498,7 @@ impl Translator {
     fn server(&mut self, server: &Directive, inherited: &[&Directive], context: &Context) -> Option<RoutesFile> {
         let local: Vec<&Directive> = server.children().iter().collect();
         let settings = Settings { inherited, local: &local };
-        for directive in inherited.iter().chain(&local) {
-            let name = directive.name.as_str();
-            if TRANSLATED.contains(&name) || LOGGING.contains(&name) {
-                continue;
-            }
-            if let Some(reason) = refused_reason(name) {
-                self.error(directive, format!("`{name}`: {reason}"));
-            } else if let Some(reason) = ignored_reason(name) {
-                self.warn(directive, format!("`{name}` ignored: {reason}"));
-            } else {
-                self.warn(directive, format!("`{name}` ignored: no snigate equivalent"));
-            }
-        }
+        self.report_untranslated(inherited.iter().chain(&local).copied());
 
         let mut file = RoutesFile {
             header: vec![format!("Translated by `snigate import-nginx` from the `server {{}}` at {}.", server.at())],
@@ -522,34 +512,13 @@ impl Translator {
             (false, false) => "tcp",
         };
         if accept_proxy {
-            let from = settings.all("set_real_ip_from");
-            if from.is_empty() {
-                self.warn(server, "`listen … proxy_protocol` without `set_real_ip_from`: nginx takes PROXY headers from anyone; so does this translation (`accept_proxy_from: 0.0.0.0/0, ::/0`); narrow it to your load balancers");
-                file.accept_proxy_from = vec!["0.0.0.0/0".into(), "::/0".into()];
-            }
-            for directive in from {
-                for cidr in &directive.args {
-                    let cidr = if cidr.contains('/') {
-                        cidr.clone()
-                    } else if cidr.contains(':') {
-                        format!("{cidr}/128")
-                    } else {
-                        format!("{cidr}/32")
-                    };
-                    if cidr.parse::<ipnet::IpNet>().is_ok() {
-                        file.accept_proxy_from.push(cidr);
-                    } else {
-                        self.error(directive, format!("{cidr:?} is not an IP address or CIDR"));
-                    }
-                }
-            }
+            self.accept_proxy_from(&settings, server, &mut file);
         } else if let Some(directive) = settings.last("set_real_ip_from") {
             self.warn(directive, "`set_real_ip_from` without `listen … proxy_protocol` has no effect; ignored");
         }
         self.limits(&settings, context, &mut file);
 
-        let proxy_pass = settings.last("proxy_pass");
-        let Some(proxy_pass) = proxy_pass else {
+        let Some(proxy_pass) = settings.last("proxy_pass") else {
             self.error(server, "`server {}` has no `proxy_pass`");
             return None;
         };
@@ -575,66 +544,102 @@ impl Translator {
             }
             (None, None)
         };
-        let tls_common = if terminate { self.tls(&settings) } else { None };
-        let proxy_protocol = settings.last("proxy_protocol").and_then(|d| match d.args.first().map(String::as_str) {
-            Some("on") => Some((
-                "v1",
-                "nginx `proxy_protocol on` sends v1; v2 also carries the SNI, ALPN and client certificate CN",
-            )),
-            _ => None,
-        });
-        let connect_timeout = settings.last("proxy_connect_timeout").and_then(|d| self.duration(d));
+        let template = yaml::Route {
+            mode,
+            tls: if terminate { self.tls(&settings) } else { None },
+            proxy_protocol: settings.last("proxy_protocol").and_then(|d| match d.args.first().map(String::as_str) {
+                Some("on") => Some((
+                    "v1",
+                    "nginx `proxy_protocol on` sends v1; v2 also carries the SNI, ALPN and client certificate CN",
+                )),
+                _ => None,
+            }),
+            connect_timeout: settings.last("proxy_connect_timeout").and_then(|d| self.duration(d)),
+            ..yaml::Route::default()
+        };
 
-        // Every hostname the maps list, then the groups of hostnames that get the same settings.
-        let dimensions = [Some(&backend), cert.as_ref(), key.as_ref()];
-        let mut patterns: Vec<String> = Vec::new();
-        for setting in dimensions.iter().flatten() {
-            if let Setting::Mapped(map) = setting {
-                for (pattern, _) in &map.entries {
-                    if !patterns.contains(pattern) {
-                        patterns.push(pattern.clone());
-                    }
+        let settings_by_name = [Some(&backend), cert.as_ref(), key.as_ref()];
+        let grouping = group_hostnames(&settings_by_name.into_iter().flatten().collect::<Vec<_>>());
+        for pattern in &grouping.left_out {
+            self.warn(
+                proxy_pass,
+                format!("{pattern:?} has no backend, certificate or key in the maps and no default there; left out"),
+            );
+        }
+        self.routes(&grouping, &template, proxy_pass, context, &mut file)?;
+        if file.routes.is_empty() {
+            self.error(proxy_pass, "no route results: the maps list no hostname and have no default");
+            return None;
+        }
+        if grouping.default.is_none() {
+            file.header.push(
+                "The maps have no `default`: names they do not list are refused (`default: reject`).".to_string(),
+            );
+        }
+        Some(file)
+    }
+
+    /// A warning or an error for every directive that is not translated.
+    fn report_untranslated<'d>(&mut self, directives: impl Iterator<Item = &'d Directive>) {
+        for directive in directives {
+            let name = directive.name.as_str();
+            if TRANSLATED.contains(&name) || LOGGING.contains(&name) {
+                continue;
+            }
+            if let Some(reason) = refused_reason(name) {
+                self.error(directive, format!("`{name}`: {reason}"));
+            } else if let Some(reason) = ignored_reason(name) {
+                self.warn(directive, format!("`{name}` ignored: {reason}"));
+            } else {
+                self.warn(directive, format!("`{name}` ignored: no snigate equivalent"));
+            }
+        }
+    }
+
+    /// `set_real_ip_from` of a server that reads PROXY headers (`listen … proxy_protocol`).
+    fn accept_proxy_from(&mut self, settings: &Settings, server: &Directive, file: &mut RoutesFile) {
+        let from = settings.all("set_real_ip_from");
+        if from.is_empty() {
+            self.warn(server, "`listen … proxy_protocol` without `set_real_ip_from`: nginx takes PROXY headers from anyone; so does this translation (`accept_proxy_from: 0.0.0.0/0, ::/0`); narrow it to your load balancers");
+            file.accept_proxy_from = vec!["0.0.0.0/0".into(), "::/0".into()];
+        }
+        for directive in from {
+            for address in &directive.args {
+                let cidr = match (address.contains('/'), address.contains(':')) {
+                    (true, _) => address.clone(),
+                    (false, true) => format!("{address}/128"),
+                    (false, false) => format!("{address}/32"),
+                };
+                if cidr.parse::<ipnet::IpNet>().is_ok() {
+                    file.accept_proxy_from.push(cidr);
+                } else {
+                    self.error(directive, format!("{address:?} is not an IP address or CIDR"));
                 }
             }
         }
-        let tuple = |pattern: Option<&str>| -> Option<Vec<String>> {
-            dimensions.iter().flatten().map(|setting| setting.value(pattern).filter(|v| !v.is_empty())).collect()
-        };
-        let mut groups: Vec<(Vec<String>, Vec<String>)> = Vec::new();
-        for pattern in &patterns {
-            let Some(values) = tuple(Some(pattern)) else {
-                self.warn(
-                    proxy_pass,
-                    format!(
-                        "{pattern:?} has no backend, certificate or key in the maps and no default there; left out"
-                    ),
-                );
-                continue;
-            };
-            match groups.iter_mut().find(|(existing, _)| *existing == values) {
-                Some((_, names)) => names.push(pattern.clone()),
-                None => groups.push((values, vec![pattern.clone()])),
-            }
-        }
-        let default_values = tuple(None);
-        if let Some(values) = &default_values {
-            if !groups.iter().any(|(existing, _)| existing == values) {
-                groups.push((values.clone(), Vec::new()));
-            }
-        }
+    }
 
-        let backend_counts = groups.iter().fold(HashMap::new(), |mut counts: HashMap<&str, usize>, (values, _)| {
-            *counts.entry(values[0].as_str()).or_default() += 1;
-            counts
-        });
+    /// One route per group of hostnames, named after its upstream (and its first hostname when
+    /// several groups share an upstream); the group of the default values is the `default` route.
+    fn routes(
+        &mut self,
+        grouping: &Grouping,
+        template: &yaml::Route,
+        proxy_pass: &Directive,
+        context: &Context,
+        file: &mut RoutesFile,
+    ) -> Option<()> {
+        let mut per_backend: HashMap<&str, usize> = HashMap::new();
+        for (values, _) in &grouping.groups {
+            *per_backend.entry(values[0].as_str()).or_default() += 1;
+        }
         let mut names_used = HashSet::new();
-        for (values, sni) in &groups {
-            let backend_value = &values[0];
-            let mut name = route_name(backend_value);
-            if backend_counts.get(backend_value.as_str()).copied().unwrap_or(0) > 1 {
-                let suffix =
-                    sni.first().map_or("default".to_string(), |first| route_name(first.trim_start_matches("*.")));
-                name = format!("{name}-{suffix}");
+        for (values, sni) in &grouping.groups {
+            let backend = &values[0];
+            let mut name = route_name(backend);
+            if per_backend.get(backend.as_str()).copied().unwrap_or(0) > 1 {
+                let first = sni.first().map_or("default", |first| first.trim_start_matches("*."));
+                name = format!("{name}-{}", route_name(first));
             }
             let mut unique = name.clone();
             let mut counter = 2;
@@ -642,36 +647,26 @@ impl Translator {
                 unique = format!("{name}-{counter}");
                 counter += 1;
             }
-            let (servers, origin) = self.servers(backend_value, proxy_pass, context)?;
-            let tls = tls_common.as_ref().map(|common| yaml::Tls {
+            let (servers, origin) = self.servers(backend, proxy_pass, context)?;
+            let tls = template.tls.as_ref().map(|common| yaml::Tls {
                 cert: self.path(&values[1]),
                 key: self.path(&values[2]),
                 ..common.clone()
             });
-            if Some(values) == default_values.as_ref() {
+            if Some(values) == grouping.default.as_ref() {
                 file.default = Some(unique.clone());
             }
             file.routes.push(yaml::Route {
                 name: unique,
                 comment: origin,
                 sni: sni.clone(),
-                mode,
                 tls,
                 servers,
-                proxy_protocol,
-                connect_timeout: connect_timeout.clone(),
+                connect_timeout: template.connect_timeout.clone(),
+                ..*template
             });
         }
-        if file.routes.is_empty() {
-            self.error(proxy_pass, "no route results: the maps list no hostname and have no default");
-            return None;
-        }
-        if default_values.is_none() {
-            file.header.push(
-                "The maps have no `default`: names they do not list are refused (`default: reject`).".to_string(),
-            );
-        }
-        Some(file)
+        Some(())
     }
 
     /// `listen` lines: the addresses, whether they terminate TLS, whether they read PROXY headers.
@@ -852,6 +847,13 @@ impl Translator {
                 return None;
             }
         }
+        if source == "$ssl_preread_server_name" && mode == "tcp" {
+            self.error(
+                directive,
+                format!("${variable} is mapped from $ssl_preread_server_name, but `ssl_preread on;` is missing: nginx never reads the server name here; add it"),
+            );
+            return None;
+        }
         if source == "$ssl_server_name" && mode != "terminate" {
             self.warn(map.directive, "$ssl_server_name is empty unless nginx terminates TLS; translated as the SNI");
         }
@@ -895,6 +897,50 @@ impl Translator {
             self.base_dir.join(path).display().to_string()
         }
     }
+}
+
+/// Hostnames grouped by the values the per-hostname settings give them.
+struct Grouping {
+    /// (values in settings order: backend, then certificate and key when terminating; hostnames),
+    /// in the order the maps list them; the default group last, with no hostnames of its own.
+    groups: Vec<(Vec<String>, Vec<String>)>,
+    /// The values for names no map lists; `None` when a map has no default (reject).
+    default: Option<Vec<String>>,
+    /// Hostnames for which some setting has no value.
+    left_out: Vec<String>,
+}
+
+fn group_hostnames(settings: &[&Setting]) -> Grouping {
+    let mut patterns: Vec<&str> = Vec::new();
+    for setting in settings {
+        if let Setting::Mapped(map) = setting {
+            for (pattern, _) in &map.entries {
+                if !patterns.contains(&pattern.as_str()) {
+                    patterns.push(pattern);
+                }
+            }
+        }
+    }
+    let values = |pattern: Option<&str>| -> Option<Vec<String>> {
+        settings.iter().map(|setting| setting.value(pattern).filter(|v| !v.is_empty())).collect()
+    };
+    let mut grouping = Grouping { groups: Vec::new(), default: values(None), left_out: Vec::new() };
+    for pattern in patterns {
+        let Some(values) = values(Some(pattern)) else {
+            grouping.left_out.push(pattern.to_string());
+            continue;
+        };
+        match grouping.groups.iter_mut().find(|(existing, _)| *existing == values) {
+            Some((_, names)) => names.push(pattern.to_string()),
+            None => grouping.groups.push((values, vec![pattern.to_string()])),
+        }
+    }
+    if let Some(default) = &grouping.default {
+        if !grouping.groups.iter().any(|(existing, _)| existing == default) {
+            grouping.groups.push((default.clone(), Vec::new()));
+        }
+    }
+    grouping
 }
 
 /// Maps and upstreams of `stream {}`, and the `limit_conn_zone`s keyed by client address.
@@ -1018,7 +1064,83 @@ fn parse_size(text: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::{ast, lexer};
     use super::*;
+
+    /// Translates config text (no includes); the routes file as YAML, and the messages.
+    fn run(text: &str) -> (Option<crate::config::RawConfig>, Vec<String>) {
+        let tree = ast::parse(&lexer::tokenize(text).unwrap(), Arc::new(PathBuf::from("t.conf"))).unwrap();
+        let (file, diagnostics) = translate(&tree, Path::new("/etc/nginx/t.conf"), &Options::default());
+        let parsed = file.map(|file| yaml_serde::from_str(&file.render()).expect("rendered YAML parses"));
+        (parsed, diagnostics.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn hostnames_sharing_an_upstream_but_not_a_certificate_get_one_route_each() {
+        let (file, messages) = run("stream {
+              map $ssl_server_name $c { a.test a.pem; b.test b.pem; c.test a.pem; default a.pem; }
+              map $ssl_server_name $k { a.test a.key; b.test b.key; c.test a.key; default a.key; }
+              upstream broker { server 127.0.0.1:1883; }
+              server { listen 8883 ssl; ssl_certificate $c; ssl_certificate_key $k; proxy_pass broker; }
+            }");
+        let file = file.unwrap_or_else(|| panic!("{messages:?}"));
+        let routes: Vec<(&str, &[String])> = file.routes.iter().map(|r| (r.name.as_str(), r.sni.as_slice())).collect();
+        assert_eq!(
+            routes,
+            [
+                ("broker-a.test", &["a.test".to_string(), "c.test".to_string()][..]),
+                ("broker-b.test", &["b.test".to_string()][..])
+            ]
+        );
+        assert_eq!(file.default.as_deref(), Some("broker-a.test"), "the defaults equal a.test's values");
+        assert_eq!(file.routes[1].tls.as_ref().unwrap().cert, Path::new("/etc/nginx/b.pem"));
+    }
+
+    #[test]
+    fn wildcard_entries_give_their_values_to_names_under_them() {
+        let (file, messages) = run("stream {
+              map $ssl_preread_server_name $b { hostnames; .example.com wide; x.example.com narrow; }
+              server { listen 443; ssl_preread on; proxy_pass $b; }
+              upstream wide { server 10.0.0.1:443; }
+              upstream narrow { server 10.0.0.2:443; }
+            }");
+        let file = file.unwrap_or_else(|| panic!("{messages:?}"));
+        let wide = file.routes.iter().find(|r| r.name == "wide").unwrap();
+        assert_eq!(wide.sni, ["example.com", "*.example.com"]);
+        assert_eq!(file.routes.iter().find(|r| r.name == "narrow").unwrap().sni, ["x.example.com"]);
+        assert_eq!(file.default.as_deref(), Some("reject"), "no map default");
+    }
+
+    #[test]
+    fn preread_map_without_ssl_preread_is_refused() {
+        let (file, messages) = run("stream {
+              map $ssl_preread_server_name $b { a.test 10.0.0.1:443; }
+              server { listen 443; proxy_pass $b; }
+            }");
+        assert!(file.is_none());
+        assert!(messages.iter().any(|m| m.contains("`ssl_preread on;` is missing")), "{messages:?}");
+    }
+
+    #[test]
+    fn unknown_variables_and_upstreams_are_refused_with_their_line() {
+        let (file, messages) = run("stream {\n server {\n  listen 443;\n  proxy_pass $nowhere;\n }\n}\n");
+        assert!(file.is_none());
+        assert_eq!(messages, ["t.conf:4: error: $nowhere is not set by any `map` in `stream {}`: cannot resolve it"]);
+        let (file, messages) = run("stream { server { listen 443; proxy_pass pool; } }");
+        assert!(file.is_none());
+        assert!(messages[0].contains("no `upstream pool`"), "{messages:?}");
+    }
+
+    #[test]
+    fn proxy_protocol_listeners_trust_set_real_ip_from() {
+        let (file, messages) = run("stream { server { listen 443 proxy_protocol; set_real_ip_from 10.0.0.0/8; set_real_ip_from 192.0.2.1; proxy_pass 10.0.0.1:443; } }");
+        let file = file.unwrap_or_else(|| panic!("{messages:?}"));
+        let trusted: Vec<String> = file.accept_proxy_from.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "192.0.2.1/32"]);
+        assert!(messages.is_empty(), "{messages:?}");
+    }
 
     #[test]
     fn nginx_times_become_schema_durations() {
