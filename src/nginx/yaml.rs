@@ -59,7 +59,7 @@ pub fn quote(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
+            c if !printable(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -74,9 +74,14 @@ fn list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// A comment never spans lines, whatever the config said.
+/// What YAML allows unescaped (its "printable" set, less tab and line breaks, and the BOM).
+fn printable(c: char) -> bool {
+    matches!(c, ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..) && c != '\u{feff}'
+}
+
+/// A comment holds one line of printable characters, whatever the config said.
 fn comment(text: &str) -> String {
-    text.replace(['\n', '\r'], " ")
+    text.chars().map(|c| if printable(c) { c.to_string() } else { c.escape_unicode().to_string() }).collect()
 }
 
 impl RoutesFile {
@@ -160,12 +165,13 @@ mod tests {
     #[test]
     fn hostile_strings_stay_inside_their_quotes() {
         assert_eq!(quote("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+        assert_eq!(quote("\u{85}\u{feff}\u{ffff}é"), r#""\u0085\ufeff\uffffé""#);
         let file = RoutesFile {
             header: vec!["from x\nlisten: [evil]".into()],
             listen: vec!["0.0.0.0:443".into()],
             routes: vec![Route {
                 name: "n: x".into(),
-                comment: "c\nroutes: []".into(),
+                comment: "c\nroutes: []\u{14}\u{7f}\u{9b}".into(),
                 mode: "tcp",
                 servers: vec!["a:1".into()],
                 ..Route::default()
