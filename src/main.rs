@@ -48,9 +48,11 @@ enum Command {
         #[arg(long, short, default_value = "routes.example.yaml")]
         config: PathBuf,
     },
-    /// Translate an nginx `stream {}` config into a routes file on stdout; what differs is listed on
-    /// stderr as file:line warnings (exit 0). Exit 1, with nothing on stdout, when the file cannot be
-    /// read or parts of it have no equivalent.
+    /// Translate an nginx `stream {}` config into a routes file on stdout.
+    ///
+    /// What differs from nginx is listed on stderr as file:line warnings, and the exit code is 0.
+    /// When the file cannot be read or parsed, or parts of it have no equivalent, every problem is
+    /// listed, nothing is written to stdout, and the exit code is 1.
     ImportNginx {
         /// The nginx config, e.g. /etc/nginx/nginx.conf; includes are followed.
         file: PathBuf,
