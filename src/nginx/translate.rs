@@ -186,27 +186,29 @@ struct SniMap<'a> {
     directive: &'a Directive,
     /// (hostname pattern as snigate writes it, value), in map order.
     entries: Vec<(String, String)>,
+    /// The same, by pattern.
+    index: HashMap<String, String>,
     default: Option<String>,
 }
 
 impl SniMap<'_> {
-    /// The value nginx's map gives the names `pattern` stands for (exact first, then the longest
-    /// wildcard that covers it, then the default).
+    /// The value nginx's map gives the names `pattern` stands for: the entry for the pattern
+    /// itself, else the longest wildcard that covers it, else the default.
     fn lookup(&self, pattern: &str) -> Option<&str> {
-        if let Some((_, value)) = self.entries.iter().find(|(key, _)| key == pattern) {
+        if let Some(value) = self.index.get(pattern) {
             return Some(value);
         }
-        let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-        self.entries
-            .iter()
-            .filter_map(|(key, value)| {
-                let suffix = key.strip_prefix("*.")?;
-                let covers = name.ends_with(&format!(".{suffix}")) || (pattern.starts_with("*.") && name == suffix);
-                covers.then_some((suffix.len(), value))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, value)| value.as_str())
-            .or(self.default.as_deref())
+        let mut suffix = match pattern.strip_prefix("*.") {
+            Some(suffix) => suffix.split_once('.').map(|(_, parent)| parent),
+            None => pattern.split_once('.').map(|(_, parent)| parent),
+        };
+        while let Some(candidate) = suffix {
+            if let Some(value) = self.index.get(&format!("*.{candidate}")) {
+                return Some(value);
+            }
+            suffix = candidate.split_once('.').map(|(_, parent)| parent);
+        }
+        self.default.as_deref()
     }
 }
 
@@ -345,7 +347,7 @@ impl Translator {
         };
         if !matches!(source.as_str(), "$ssl_preread_server_name" | "$ssl_server_name") {
             // Only an error if the variable is used; remembered without entries.
-            return Some((variable, SniMap { directive, entries: Vec::new(), default: None }));
+            return Some((variable, SniMap { directive, entries: Vec::new(), index: HashMap::new(), default: None }));
         }
         let hostnames = directive.children().iter().any(|d| d.name == "hostnames" && d.args.is_empty());
         let explicit: HashSet<String> = directive
@@ -355,6 +357,7 @@ impl Translator {
             .filter(|key| !key.starts_with('.'))
             .collect();
         let mut entries: Vec<(String, String)> = Vec::new();
+        let mut index = HashMap::new();
         let mut default = None;
         for entry in directive.children() {
             let key = entry.name.as_str();
@@ -363,7 +366,7 @@ impl Translator {
                 ("default", [value]) => default = Some(value.clone()),
                 (_, [value]) => {
                     for pattern in self.map_key(entry, key, hostnames, &explicit) {
-                        if entries.iter().any(|(existing, _)| *existing == pattern) {
+                        if index.insert(pattern.clone(), value.clone()).is_some() {
                             self.error(entry, format!("hostname {pattern:?} is listed twice in this map"));
                         } else {
                             entries.push((pattern, value.clone()));
@@ -373,7 +376,7 @@ impl Translator {
                 _ => self.error(entry, format!("map entry `{key}` needs exactly one value")),
             }
         }
-        Some((variable, SniMap { directive, entries, default }))
+        Some((variable, SniMap { directive, entries, index, default }))
     }
 
     /// A map key as snigate hostname patterns (none when it cannot match or is refused).
@@ -912,10 +915,11 @@ struct Grouping {
 
 fn group_hostnames(settings: &[&Setting]) -> Grouping {
     let mut patterns: Vec<&str> = Vec::new();
+    let mut seen = HashSet::new();
     for setting in settings {
         if let Setting::Mapped(map) = setting {
             for (pattern, _) in &map.entries {
-                if !patterns.contains(&pattern.as_str()) {
+                if seen.insert(pattern.as_str()) {
                     patterns.push(pattern);
                 }
             }
@@ -925,18 +929,22 @@ fn group_hostnames(settings: &[&Setting]) -> Grouping {
         settings.iter().map(|setting| setting.value(pattern).filter(|v| !v.is_empty())).collect()
     };
     let mut grouping = Grouping { groups: Vec::new(), default: values(None), left_out: Vec::new() };
+    let mut group_of: HashMap<Vec<String>, usize> = HashMap::new();
     for pattern in patterns {
         let Some(values) = values(Some(pattern)) else {
             grouping.left_out.push(pattern.to_string());
             continue;
         };
-        match grouping.groups.iter_mut().find(|(existing, _)| *existing == values) {
-            Some((_, names)) => names.push(pattern.to_string()),
-            None => grouping.groups.push((values, vec![pattern.to_string()])),
+        match group_of.get(&values) {
+            Some(&group) => grouping.groups[group].1.push(pattern.to_string()),
+            None => {
+                group_of.insert(values.clone(), grouping.groups.len());
+                grouping.groups.push((values, vec![pattern.to_string()]));
+            }
         }
     }
     if let Some(default) = &grouping.default {
-        if !grouping.groups.iter().any(|(existing, _)| existing == default) {
+        if !group_of.contains_key(default) {
             grouping.groups.push((default.clone(), Vec::new()));
         }
     }
