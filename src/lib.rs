@@ -13,6 +13,7 @@ pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
 pub mod metrics;
+pub mod nginx;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;

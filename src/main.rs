@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use snigate::config;
+use snigate::nginx;
 use snigate::server::Server;
 
 /// Exit codes (documented in the README): clap itself exits 2 on a usage error.
+/// `check`/`run`: the config is invalid; `import-nginx`: cannot read or cannot translate.
 const EXIT_CONFIG_INVALID: u8 = 1;
 const EXIT_RUNTIME_FAILURE: u8 = 3;
 
@@ -46,6 +48,29 @@ enum Command {
         #[arg(long, short, default_value = "routes.example.yaml")]
         config: PathBuf,
     },
+    /// Translate an nginx `stream {}` config into a routes file on stdout.
+    ///
+    /// What differs from nginx is listed on stderr as file:line warnings, and the exit code is 0.
+    /// When the file cannot be read or parsed, or parts of it have no equivalent, every problem is
+    /// listed, nothing is written to stdout, and the exit code is 1.
+    ImportNginx {
+        /// The nginx config, e.g. /etc/nginx/nginx.conf; includes are followed.
+        file: PathBuf,
+        /// Which `server {}` of `stream {}` to translate (1-based), when there are several.
+        #[arg(long)]
+        server: Option<usize>,
+    },
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per subcommand into a directory.
+    Man {
+        /// Write snigate.1 and snigate-<subcommand>.1 into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,6 +86,12 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Demo { config } => demo(&config),
+        Command::ImportNginx { file, server } => import_nginx(&file, server),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "snigate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     }
 }
 
@@ -146,6 +177,70 @@ fn demo(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo failed: {error:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+fn import_nginx(path: &Path, server: Option<usize>) -> ExitCode {
+    match nginx::import(path, &nginx::Options { server }) {
+        Ok(imported) => {
+            for warning in &imported.warnings {
+                eprintln!("{warning}");
+            }
+            print!("{}", imported.yaml);
+            if !imported.warnings.is_empty() {
+                eprintln!("{}: translated with {} warning(s)", path.display(), imported.warnings.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(nginx::ImportError::Untranslatable(diagnostics)) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            let errors = diagnostics.iter().filter(|d| d.severity == nginx::Severity::Error).count();
+            eprintln!("{}: cannot translate ({errors} error(s)); nothing written", path.display());
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+/// The README's exit code table, as a man page section.
+const MAN_EXIT_STATUS: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+ok; a clean shutdown after SIGTERM/SIGINT; \fBimport\-nginx\fR translated (warnings, if any, on stderr)
+.TP
+\fB1\fR
+the config is invalid (\fBcheck\fR, or \fBrun\fR at start\-up); \fBimport\-nginx\fR cannot read or cannot translate the nginx config
+.TP
+\fB2\fR
+usage error: unknown subcommand or flag, missing argument
+.TP
+\fB3\fR
+runtime failure, e.g. a listen address cannot be bound
+"#;
+
+fn man(dir: Option<&Path>) -> ExitCode {
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Cli::command()).render(&mut page).and_then(|()| {
+        page.extend_from_slice(MAN_EXIT_STATUS.as_bytes());
+        match dir {
+            None => std::io::Write::write_all(&mut std::io::stdout(), &page),
+            Some(dir) => {
+                clap_mangen::generate_to(Cli::command(), dir)?;
+                std::fs::write(dir.join("snigate.1"), &page)
+            }
+        }
+    });
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cannot write the man page: {error}");
             ExitCode::from(EXIT_RUNTIME_FAILURE)
         }
     }

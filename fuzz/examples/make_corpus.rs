@@ -6,7 +6,8 @@
 //!   records, split inside the handshake header, one byte per record, and followed by more records;
 //! - `inbound_parse`: PROXY v1 and v2 headers written from the HAProxy spec (TCP4/TCP6/UNKNOWN,
 //!   LOCAL, UDP, UNIX, TLVs including PP2_TYPE_SSL), some followed by the start of a hello;
-//! - `config_parse`: `routes.example.yaml` and variants.
+//! - `config_parse`: `routes.example.yaml` and variants;
+//! - `nginx_import`: the nginx configs of the import tests (`tests/data/nginx/`).
 //!
 //! Run: `cargo run --manifest-path fuzz/Cargo.toml --example make_corpus` (rewrites the files; the
 //! hellos carry fresh random values each time, so only run it to change the corpus).
@@ -24,6 +25,7 @@ fn main() {
     hellos(&root.join("hello_parse"));
     proxy_headers(&root.join("inbound_parse"));
     configs(&root.join("config_parse"));
+    nginx_configs(&root.join("nginx_import"));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -331,4 +333,23 @@ fn configs(dir: &Path) {
     );
     write(dir, "empty.yaml", b"");
     write(dir, "not-a-map.yaml", b"- 1\n- [2, {3: 4}]\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx configs: the import tests' fixtures, flattened into one directory.
+
+fn nginx_configs(dir: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nginx");
+    let mut stack = vec![fixtures.clone()];
+    while let Some(next) = stack.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(&fixtures).unwrap().to_string_lossy().replace('/', "-");
+                write(dir, &name, &fs::read(&path).unwrap());
+            }
+        }
+    }
 }

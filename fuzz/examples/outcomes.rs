@@ -56,6 +56,24 @@ fn label_config(bytes: &[u8]) -> String {
     }
 }
 
+fn label_nginx(bytes: &[u8]) -> String {
+    use snigate::nginx::{ast, lexer, translate};
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return "not UTF-8".into();
+    };
+    let tokens = match lexer::tokenize(text) {
+        Ok(tokens) => tokens,
+        Err(_) => return "lex error".into(),
+    };
+    let Ok(tree) = ast::parse(&tokens, std::sync::Arc::new(snigate_fuzz::NGINX_PATH.into())) else {
+        return "syntax error".into();
+    };
+    match translate::translate(&tree, std::path::Path::new(snigate_fuzz::NGINX_PATH), &Default::default()) {
+        (Some(file), _) => format!("translated: {} route(s)", file.routes.len()),
+        (None, _) => "refused".into(),
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let target = args.next().expect("usage: outcomes <target> <dir>...");
@@ -63,6 +81,7 @@ fn main() {
         "hello_parse" => label_hello,
         "inbound_parse" => label_inbound,
         "config_parse" => label_config,
+        "nginx_import" => label_nginx,
         other => panic!("unknown target {other}"),
     };
     let mut histogram: BTreeMap<String, usize> = BTreeMap::new();

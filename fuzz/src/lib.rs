@@ -156,15 +156,59 @@ pub fn config_parse(data: &[u8]) {
     }
 }
 
+/// Where the fuzzed nginx config claims to live; relative certificate paths resolve under it.
+pub const NGINX_PATH: &str = "/nonexistent/nginx.conf";
+
+/// Target `nginx_import`: `snigate import-nginx` without the file system — the nginx lexer,
+/// directive parser and translation on arbitrary UTF-8 text (includes are not followed).
+///
+/// Invariants checked:
+/// - never panics, and never recurses without bound (deep blocks are a syntax error);
+/// - a syntax error names a line within the text;
+/// - a translation comes with no error finding, and its routes file is YAML that snigate's schema
+///   reads (`RawConfig`), whatever names, paths or quotes the nginx text held.
+pub fn nginx_import(data: &[u8]) {
+    use snigate::nginx::{ast, lexer, translate};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.lines().count().max(1);
+    let tokens = match lexer::tokenize(text) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            assert!((1..=lines).contains(&error.line()), "lex error line {} of {lines}", error.line());
+            return;
+        }
+    };
+    let tree = match ast::parse(&tokens, std::sync::Arc::new(Path::new(NGINX_PATH).to_path_buf())) {
+        Ok(tree) => tree,
+        Err(error) => {
+            assert!((1..=lines).contains(&error.line()), "syntax error line {} of {lines}", error.line());
+            return;
+        }
+    };
+    let (file, diagnostics) = translate::translate(&tree, Path::new(NGINX_PATH), &translate::Options::default());
+    let Some(file) = file else {
+        assert!(diagnostics.iter().any(|d| d.severity == translate::Severity::Error), "no file and no error");
+        return;
+    };
+    assert!(diagnostics.iter().all(|d| d.severity == translate::Severity::Warning), "a file despite an error");
+    let yaml = file.render();
+    if let Err(error) = yaml_serde::from_str::<snigate::config::RawConfig>(&yaml) {
+        panic!("the routes file does not fit the schema: {error}\n{yaml}");
+    }
+}
+
 /// Target by name, for the corpus test and the `replay` example.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
     match name {
         "hello_parse" => Some(hello_parse),
         "inbound_parse" => Some(inbound_parse),
         "config_parse" => Some(config_parse),
+        "nginx_import" => Some(nginx_import),
         _ => None,
     }
 }
 
 /// Names of all targets, as in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 3] = ["hello_parse", "inbound_parse", "config_parse"];
+pub const TARGETS: [&str; 4] = ["hello_parse", "inbound_parse", "config_parse", "nginx_import"];
