@@ -70,14 +70,15 @@ impl Close {
     }
 }
 
-/// Serves one accepted connection to the end, logging one line when it closes.
-pub async fn handle(
+/// Serves one accepted connection to the end, logging one line when it closes. (A plain function
+/// returning the future: an `async fn` would keep a second copy of its arguments in it.)
+pub fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     routes: Arc<RouteTable>,
     context: Arc<Context>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "conn",
         peer = %peer,
@@ -112,7 +113,6 @@ pub async fn handle(
         );
     }
     .instrument(span)
-    .await
 }
 
 async fn serve(
@@ -130,7 +130,7 @@ async fn serve(
     let mut client = peer;
     let mut already_read = Vec::new();
     if inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
-        match inbound::read(&mut stream, deadline).await {
+        match Box::pin(inbound::read(&mut stream, deadline)).await {
             Ok(header) => {
                 if let Some(original) = header.client {
                     client = original;
@@ -147,7 +147,8 @@ async fn serve(
             format!("{} open connections from this address", limits.max_connections_per_ip),
         );
     };
-    let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
+    // Boxed: the reads are over before the session starts, their space need not last as long.
+    let received = match Box::pin(hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline)).await {
         Ok(received) => received,
         Err(error) => {
             context.metrics.hello_rejected(error.reason());
@@ -256,14 +257,7 @@ async fn forward(
     };
     record.backend = Some(connected.server);
     let (registration, stop) = register(route, &connected, None, context);
-    let meta = Meta {
-        source: Some(client),
-        destination: Some(local),
-        authority: hello.and_then(|h| h.server_name.as_deref()),
-        alpn: hello.and_then(|h| h.alpn.first()).map(Vec::as_slice),
-        ssl: None,
-    };
-    let mut first_write = match header(route.backend.proxy_protocol, &meta) {
+    let mut first_write = match forward_header(route, client, local, hello) {
         Ok(header) => header,
         Err(close) => return close,
     };
@@ -341,22 +335,7 @@ async fn terminate(
     };
     record.backend = Some(connected.server);
     let (registration, stop) = register(route, &connected, Some(&session), context);
-    let meta = Meta {
-        source: Some(client),
-        destination: Some(local),
-        authority: hello.server_name.as_deref(),
-        alpn: session.alpn.as_deref(),
-        ssl: Some(Ssl {
-            cert_in_session: session.client_cert,
-            cert_in_connection: session.client_cert_this_connection,
-            version: session.version,
-            common_name: session.client_identity.as_deref(),
-            cipher: session.cipher,
-            sig_alg: &route_tls.cert_sig_alg,
-            key_alg: &route_tls.cert_key_alg,
-        }),
-    };
-    let header = header(route.backend.proxy_protocol, &meta);
+    let header = terminate_header(route, route_tls, client, local, hello, &session);
     record.session = Some(session);
     let mut backend_stream = connected.stream;
     match header {
@@ -375,6 +354,53 @@ async fn terminate(
     let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
     record.transferred = transferred;
     end_to_close(end, &registration)
+}
+
+// The headers are built in plain functions: in the async ones, `Meta` would take space in the
+// connection's future for the session's whole life.
+
+/// A passthrough or tcp connection's PROXY header.
+fn forward_header(
+    route: &Route,
+    client: SocketAddr,
+    local: SocketAddr,
+    hello: Option<&Hello>,
+) -> Result<Vec<u8>, Close> {
+    let meta = Meta {
+        source: Some(client),
+        destination: Some(local),
+        authority: hello.and_then(|h| h.server_name.as_deref()),
+        alpn: hello.and_then(|h| h.alpn.first()).map(Vec::as_slice),
+        ssl: None,
+    };
+    header(route.backend.proxy_protocol, &meta)
+}
+
+/// A terminated connection's PROXY header, with the SSL TLV.
+fn terminate_header(
+    route: &Route,
+    route_tls: &tls::RouteTls,
+    client: SocketAddr,
+    local: SocketAddr,
+    hello: &Hello,
+    session: &Session,
+) -> Result<Vec<u8>, Close> {
+    let meta = Meta {
+        source: Some(client),
+        destination: Some(local),
+        authority: hello.server_name.as_deref(),
+        alpn: session.alpn.as_deref(),
+        ssl: Some(Ssl {
+            cert_in_session: session.client_cert,
+            cert_in_connection: session.client_cert_this_connection,
+            version: session.version,
+            common_name: session.client_identity.as_deref(),
+            cipher: session.cipher,
+            sig_alg: &route_tls.cert_sig_alg,
+            key_alg: &route_tls.cert_key_alg,
+        }),
+    };
+    header(route.backend.proxy_protocol, &meta)
 }
 
 /// The route's PROXY header for this connection (empty when the route sends none).
