@@ -78,6 +78,7 @@ pub fn handle(
     local: SocketAddr,
     routes: Arc<RouteTable>,
     context: Arc<Context>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "conn",
@@ -89,6 +90,8 @@ pub fn handle(
         mode = field::Empty,
     );
     async move {
+        // This connection's `max_connections` slot, given back when the task ends.
+        let _slot = slot;
         let started = Instant::now();
         let mut record = Record::default();
         let close = tokio::select! {

@@ -449,9 +449,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
         let context = shared.context.load_full();
         context.metrics.accepted();
         let routes = shared.routes.load_full();
-        shared.connections.spawn(async move {
-            connection::handle(stream, peer, local, routes, context).await;
-            drop(permit);
-        });
+        shared.connections.spawn(connection::handle(stream, peer, local, routes, context, permit));
     }
 }
