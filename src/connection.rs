@@ -1,6 +1,7 @@
 //! One client connection from accept to close: read the hello, pick the route, terminate or pass
 //! through, connect the backend, send the PROXY header, relay — then one access-log line.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use tracing::{field, Instrument};
 
 use crate::config::{Limits, Mode, ProxyProtocol, Route};
 use crate::hello::{self, Hello, Progress};
-use crate::ip_limit::IpLimiter;
+use crate::ip_limit::{IpLimiter, IpPermit};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::prefixed::Prefixed;
 use crate::proxy_header::{self, Meta, Ssl};
@@ -49,7 +50,8 @@ struct Record {
     /// Set once the connection is routed.
     route: Option<Arc<RouteMetrics>>,
     backend: Option<SocketAddr>,
-    session: Option<Session>,
+    /// Boxed: most of a connection's life is spent with this record in its task.
+    session: Option<Box<Session>>,
     transferred: Transferred,
 }
 
@@ -79,7 +81,7 @@ pub fn handle(
     routes: Arc<RouteTable>,
     context: Arc<Context>,
     slot: tokio::sync::OwnedSemaphorePermit,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "conn",
         peer = %peer,
@@ -91,7 +93,7 @@ pub fn handle(
     );
     async move {
         // This connection's `max_connections` slot, given back when the task ends.
-        let _slot = slot;
+        let _slot = &slot;
         let started = Instant::now();
         let mut record = Record::default();
         let close = tokio::select! {
@@ -100,7 +102,7 @@ pub fn handle(
             () = context.hard_stop.cancelled() => Close::new("shutdown"),
         };
         count(&context.metrics, &record, &close);
-        let session = record.session.as_ref();
+        let session = record.session.as_deref();
         tracing::info!(
             cause = close.cause,
             detail = close.detail.as_deref(),
@@ -118,14 +120,52 @@ pub fn handle(
     .instrument(span)
 }
 
+/// A connection read and routed: what its mode needs, and the guards that last the session.
+struct Admitted<'r> {
+    stream: TcpStream,
+    /// The bytes read so far (the hello, or a tcp route's first bytes), replayed to the backend.
+    received: Vec<u8>,
+    /// The client: the peer, or the address a trusted PROXY header named.
+    client: SocketAddr,
+    /// `None` on a tcp route reached with non-TLS bytes.
+    hello: Option<Hello>,
+    route: &'r Route,
+    _ip_permit: IpPermit,
+    _active: ActiveConnection,
+}
+
+/// Admits the connection, then runs its route's mode. Admission is boxed and over before the
+/// session starts, so a long-lived session does not keep room for the reads in its task (memory
+/// per idle connection); for the same reason the mode's future is boxed.
 async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     routes: &RouteTable,
     context: &Context,
     record: &mut Record,
 ) -> Close {
+    let admitted = match Box::pin(admit(stream, peer, routes, context, record)).await {
+        Ok(admitted) => admitted,
+        Err(close) => return close,
+    };
+    let Admitted { stream, received, client, hello, route, _ip_permit, _active } = admitted;
+    match (&route.tls, route.mode, &hello) {
+        (Some(route_tls), Mode::Terminate, Some(hello)) => {
+            Box::pin(terminate(stream, received, client, local, hello, route, route_tls, context, record)).await
+        }
+        _ => Box::pin(forward(stream, received, client, local, hello.as_ref(), route, context, record)).await,
+    }
+}
+
+/// Reads the inbound PROXY header (trusted peers) and the hello, and picks the route.
+async fn admit<'r>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    routes: &'r RouteTable,
+    context: &Context,
+    record: &mut Record,
+) -> Result<Admitted<'r>, Close> {
     let _ = stream.set_nodelay(true);
     let limits = &context.limits;
     let span = tracing::Span::current();
@@ -133,7 +173,7 @@ async fn serve(
     let mut client = peer;
     let mut already_read = Vec::new();
     if inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
-        match Box::pin(inbound::read(&mut stream, deadline)).await {
+        match inbound::read(&mut stream, deadline).await {
             Ok(header) => {
                 if let Some(original) = header.client {
                     client = original;
@@ -141,36 +181,44 @@ async fn serve(
                 }
                 already_read = header.rest;
             }
-            Err(error) => return Close::because(error.reason(), error),
+            Err(error) => return Err(Close::because(error.reason(), error)),
         }
     }
-    let Some(_ip_permit) = context.per_ip.try_acquire(client.ip()) else {
-        return Close::because(
+    let Some(ip_permit) = context.per_ip.try_acquire(client.ip()) else {
+        return Err(Close::because(
             "per_ip_limit",
             format!("{} open connections from this address", limits.max_connections_per_ip),
-        );
+        ));
     };
-    // Boxed: the reads are over before the session starts, their space need not last as long.
-    let received = match Box::pin(hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline)).await {
+    let received = match hello::read(&mut stream, already_read, limits.max_hello_bytes, deadline).await {
         Ok(received) => received,
         Err(error) => {
             context.metrics.hello_rejected(error.reason());
-            return Close::because(error.reason(), error);
+            return Err(Close::because(error.reason(), error));
         }
     };
     let hello = match received.progress {
         Progress::Complete(hello) => hello,
         Progress::NotTls if inbound::looks_like_proxy_header(&received.bytes) => {
-            return Close::because("untrusted_proxy_header", "PROXY header from a peer not in accept_proxy_from");
+            return Err(Close::because("untrusted_proxy_header", "PROXY header from a peer not in accept_proxy_from"));
         }
         Progress::NotTls => {
             let Some(route) = routes.default_route().filter(|r| r.mode == Mode::Tcp) else {
-                return Close::new("not_tls");
+                return Err(Close::new("not_tls"));
             };
-            let _active = routed(&span, route, context, record);
-            return Box::pin(forward(stream, received.bytes, client, local, None, route, context, record)).await;
+            let active = routed(&span, route, context, record);
+            let received = received.bytes;
+            return Ok(Admitted {
+                stream,
+                received,
+                client,
+                hello: None,
+                route,
+                _ip_permit: ip_permit,
+                _active: active,
+            });
         }
-        Progress::Incomplete => return Close::new("hello_incomplete"),
+        Progress::Incomplete => return Err(Close::new("hello_incomplete")),
     };
     if let Some(name) = &hello.server_name {
         span.record("sni", name.as_str());
@@ -182,17 +230,11 @@ async fn serve(
             Some(_) => "unknown_sni",
             None => "no_sni",
         };
-        return Close::because(cause, format!("sni {}", hello.sni_status.as_str()));
+        return Err(Close::because(cause, format!("sni {}", hello.sni_status.as_str())));
     };
-    let _active = routed(&span, route, context, record);
-    // The mode's future is boxed so that the task itself stays small: a session then holds the
-    // memory its phase needs, not the largest phase's (memory per idle connection).
-    match (&route.tls, route.mode) {
-        (Some(route_tls), Mode::Terminate) => {
-            Box::pin(terminate(stream, received.bytes, client, local, &hello, route, route_tls, context, record)).await
-        }
-        _ => Box::pin(forward(stream, received.bytes, client, local, Some(&hello), route, context, record)).await,
-    }
+    let active = routed(&span, route, context, record);
+    let received = received.bytes;
+    Ok(Admitted { stream, received, client, hello: Some(hello), route, _ip_permit: ip_permit, _active: active })
 }
 
 /// Marks the connection as routed: span fields, route metrics, the active-connections gauge.
@@ -243,42 +285,46 @@ fn register(
 }
 
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
+/// (A plain function returning an `async` block: an `async fn` keeps a second copy of its
+/// arguments in its future, for the session's whole life.)
 #[allow(clippy::too_many_arguments)]
-async fn forward(
+fn forward<'a>(
     stream: TcpStream,
     received: Vec<u8>,
     client: SocketAddr,
     local: SocketAddr,
-    hello: Option<&Hello>,
-    route: &Route,
-    context: &Context,
-    record: &mut Record,
-) -> Close {
-    let connected = match connect_backend(route, context).await {
-        Ok(connected) => connected,
-        Err(close) => return close,
-    };
-    record.backend = Some(connected.server);
-    let (registration, stop) = register(route, &connected, None, context);
-    let mut first_write = match forward_header(route, client, local, hello) {
-        Ok(header) => header,
-        Err(close) => return close,
-    };
-    first_write.extend_from_slice(&received);
-    let replayed_bytes = received.len() as u64;
-    drop(received);
-    let mut backend_stream = connected.stream;
-    if let Err(error) = backend_stream.write_all(&first_write).await {
-        return Close::because("backend_error", error);
+    hello: Option<&'a Hello>,
+    route: &'a Route,
+    context: &'a Context,
+    record: &'a mut Record,
+) -> impl Future<Output = Close> + Send + 'a {
+    async move {
+        let connected = match connect_backend(route, context).await {
+            Ok(connected) => connected,
+            Err(close) => return close,
+        };
+        record.backend = Some(connected.server);
+        let (registration, stop) = register(route, &connected, None, context);
+        let mut first_write = match forward_header(route, client, local, hello) {
+            Ok(header) => header,
+            Err(close) => return close,
+        };
+        first_write.extend_from_slice(&received);
+        let replayed_bytes = received.len() as u64;
+        drop(received);
+        let mut backend_stream = connected.stream;
+        if let Err(error) = backend_stream.write_all(&first_write).await {
+            return Close::because("backend_error", error);
+        }
+        drop(first_write);
+        #[cfg(target_os = "linux")]
+        let (transferred, end) = crate::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
+        #[cfg(not(target_os = "linux"))]
+        let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
+        record.transferred = transferred;
+        record.transferred.client_to_backend += replayed_bytes;
+        end_to_close(end, &registration)
     }
-    drop(first_write);
-    #[cfg(target_os = "linux")]
-    let (transferred, end) = crate::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
-    #[cfg(not(target_os = "linux"))]
-    let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
-    record.transferred = transferred;
-    record.transferred.client_to_backend += replayed_bytes;
-    end_to_close(end, &registration)
 }
 
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
@@ -331,7 +377,7 @@ async fn terminate(
     let connected = match connect_backend(route, context).await {
         Ok(connected) => connected,
         Err(close) => {
-            record.session = Some(session);
+            record.session = Some(Box::new(session));
             let _ = tls_stream.shutdown().await;
             return close;
         }
@@ -339,7 +385,7 @@ async fn terminate(
     record.backend = Some(connected.server);
     let (registration, stop) = register(route, &connected, Some(&session), context);
     let header = terminate_header(route, route_tls, client, local, hello, &session);
-    record.session = Some(session);
+    record.session = Some(Box::new(session));
     let mut backend_stream = connected.stream;
     match header {
         Ok(header) if header.is_empty() => {}

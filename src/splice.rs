@@ -9,6 +9,7 @@
 //! (rustix gives the safe syscall wrappers).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
@@ -132,32 +133,36 @@ fn splice_flags() -> SpliceFlags {
 
 /// Relays between two TCP sockets until both directions are closed, one side fails, the
 /// connection idles out, or `stop` is cancelled.
-pub async fn relay(
+/// (A plain function returning an `async` block: an `async fn` would keep its arguments twice in
+/// the future, and a session lives in it.)
+pub fn relay(
     client: TcpStream,
     backend: TcpStream,
     idle_timeout: Duration,
     stop: &CancellationToken,
-) -> (Transferred, End) {
-    let mut upstream = Half::default();
-    let mut downstream = Half::default();
-    let end = drive(idle_timeout, stop, |cx, last_activity| {
-        let up = upstream.poll_copy(cx, &client, &backend, last_activity);
-        if let Poll::Ready(Err(error)) = up {
-            return Poll::Ready(Err(error.upstream()));
-        }
-        let down = downstream.poll_copy(cx, &backend, &client, last_activity);
-        if let Poll::Ready(Err(error)) = down {
-            return Poll::Ready(Err(error.downstream()));
-        }
-        if up.is_ready() && down.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
-    (transferred, end)
+) -> impl Future<Output = (Transferred, End)> + Send + '_ {
+    async move {
+        let mut upstream = Half::default();
+        let mut downstream = Half::default();
+        let end = drive(idle_timeout, stop, |cx, last_activity| {
+            let up = upstream.poll_copy(cx, &client, &backend, last_activity);
+            if let Poll::Ready(Err(error)) = up {
+                return Poll::Ready(Err(error.upstream()));
+            }
+            let down = downstream.poll_copy(cx, &backend, &client, last_activity);
+            if let Poll::Ready(Err(error)) = down {
+                return Poll::Ready(Err(error.downstream()));
+            }
+            if up.is_ready() && down.is_ready() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
+        (transferred, end)
+    }
 }
 
 #[cfg(test)]
