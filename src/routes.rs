@@ -78,24 +78,26 @@ impl Pattern {
 pub struct RouteTable {
     routes: Vec<Route>,
     exact: HashMap<String, usize>,
-    /// `(".suffix", route)`, longest suffix first.
-    wildcards: Vec<(String, usize)>,
+    /// `".suffix"` → route: a name is looked up by each of its suffixes, longest first, so the
+    /// cost grows with the name's labels, not with the number of wildcard routes.
+    wildcards: HashMap<String, usize>,
     default: Option<usize>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>, patterns: Vec<(Pattern, usize)>, default: Option<usize>) -> Self {
         let mut exact = HashMap::new();
-        let mut wildcards = Vec::new();
+        let mut wildcards = HashMap::new();
         for (pattern, index) in patterns {
             match pattern {
                 Pattern::Exact(name) => {
                     exact.insert(name, index);
                 }
-                Pattern::Wildcard(suffix) => wildcards.push((suffix, index)),
+                Pattern::Wildcard(suffix) => {
+                    wildcards.insert(suffix, index);
+                }
             }
         }
-        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         RouteTable { routes, exact, wildcards, default }
     }
 
@@ -104,10 +106,12 @@ impl RouteTable {
         if let Some(&index) = self.exact.get(name) {
             return Some(&self.routes[index]);
         }
-        self.wildcards
-            .iter()
-            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(suffix.as_str()))
-            .map(|&(_, index)| &self.routes[index])
+        // Suffixes start at a dot after at least one character: the wildcard stands for a label.
+        name.char_indices()
+            .skip(1)
+            .filter(|&(_, c)| c == '.')
+            .find_map(|(at, _)| self.wildcards.get(&name[at..]))
+            .map(|&index| &self.routes[index])
     }
 
     /// The route for connections whose name matched nothing (or that had none); `None` = reject.
