@@ -136,25 +136,29 @@ struct Admitted<'r> {
 
 /// Admits the connection, then runs its route's mode. Admission is boxed and over before the
 /// session starts, so a long-lived session does not keep room for the reads in its task (memory
-/// per idle connection); for the same reason the mode's future is boxed.
-async fn serve(
+/// per idle connection); for the same reason the mode's future is boxed. (An `async` block for the
+/// reason given at `forward`.)
+#[allow(clippy::manual_async_fn)]
+fn serve<'a>(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    routes: &RouteTable,
-    context: &Context,
-    record: &mut Record,
-) -> Close {
-    let admitted = match Box::pin(admit(stream, peer, routes, context, record)).await {
-        Ok(admitted) => admitted,
-        Err(close) => return close,
-    };
-    let Admitted { stream, received, client, hello, route, _ip_permit, _active } = admitted;
-    match (&route.tls, route.mode, &hello) {
-        (Some(route_tls), Mode::Terminate, Some(hello)) => {
-            Box::pin(terminate(stream, received, client, local, hello, route, route_tls, context, record)).await
+    routes: &'a RouteTable,
+    context: &'a Context,
+    record: &'a mut Record,
+) -> impl Future<Output = Close> + Send + 'a {
+    async move {
+        let admitted = match Box::pin(admit(stream, peer, routes, context, record)).await {
+            Ok(admitted) => admitted,
+            Err(close) => return close,
+        };
+        let Admitted { stream, received, client, hello, route, _ip_permit, _active } = admitted;
+        match (&route.tls, route.mode, hello) {
+            (Some(route_tls), Mode::Terminate, Some(hello)) => {
+                Box::pin(terminate(stream, received, client, local, hello, route, route_tls, context, record)).await
+            }
+            (_, _, hello) => Box::pin(forward(stream, received, client, local, hello, route, context, record)).await,
         }
-        _ => Box::pin(forward(stream, received, client, local, hello.as_ref(), route, context, record)).await,
     }
 }
 
@@ -287,13 +291,13 @@ fn register(
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
 /// (A plain function returning an `async` block: an `async fn` keeps a second copy of its
 /// arguments in its future, for the session's whole life.)
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
 fn forward<'a>(
     stream: TcpStream,
     received: Vec<u8>,
     client: SocketAddr,
     local: SocketAddr,
-    hello: Option<&'a Hello>,
+    hello: Option<Hello>,
     route: &'a Route,
     context: &'a Context,
     record: &'a mut Record,
@@ -305,10 +309,12 @@ fn forward<'a>(
         };
         record.backend = Some(connected.server);
         let (registration, stop) = register(route, &connected, None, context);
-        let mut first_write = match forward_header(route, client, local, hello) {
+        let mut first_write = match forward_header(route, client, local, hello.as_ref()) {
             Ok(header) => header,
             Err(close) => return close,
         };
+        // The hello's names are in the header now; the session does not keep them.
+        drop(hello);
         first_write.extend_from_slice(&received);
         let replayed_bytes = received.len() as u64;
         drop(received);
@@ -329,80 +335,84 @@ fn forward<'a>(
 
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
 /// the backend, the header with the SSL TLV, and a plaintext relay.
-#[allow(clippy::too_many_arguments)]
-async fn terminate(
+/// (An `async` block for the reason given at `forward`.)
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+fn terminate<'a>(
     stream: TcpStream,
     received: Vec<u8>,
     client: SocketAddr,
     local: SocketAddr,
-    hello: &Hello,
-    route: &Route,
-    route_tls: &tls::RouteTls,
-    context: &Context,
-    record: &mut Record,
-) -> Close {
-    let limits = &context.limits;
-    let Ok(Ok(handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
-    else {
-        return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
-    };
-    let started = std::time::Instant::now();
-    // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
-    // instead of space for the whole handshake state (memory per idle connection).
-    let handshake =
-        Box::pin(TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)));
-    let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-        Err(_) => {
-            context.metrics.handshake_failed(&route.name, "timeout");
-            return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout));
+    hello: Hello,
+    route: &'a Route,
+    route_tls: &'a tls::RouteTls,
+    context: &'a Context,
+    record: &'a mut Record,
+) -> impl Future<Output = Close> + Send + 'a {
+    async move {
+        let limits = &context.limits;
+        let Ok(Ok(handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
+        else {
+            return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
+        };
+        let started = std::time::Instant::now();
+        // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
+        // instead of space for the whole handshake state (memory per idle connection).
+        let handshake =
+            Box::pin(TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)));
+        let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+            Err(_) => {
+                context.metrics.handshake_failed(&route.name, "timeout");
+                return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout));
+            }
+            Ok(Err(error)) => {
+                context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
+                return Close::because("handshake_failed", error);
+            }
+            Ok(Ok(tls_stream)) => Box::new(tls_stream),
+        };
+        // The slot bounds handshakes in progress, not sessions: give it back now.
+        drop(handshake_permit);
+        if let Some(route_metrics) = &record.route {
+            route_metrics.handshake(started.elapsed());
         }
-        Ok(Err(error)) => {
-            context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
-            return Close::because("handshake_failed", error);
-        }
-        Ok(Ok(tls_stream)) => Box::new(tls_stream),
-    };
-    // The slot bounds handshakes in progress, not sessions: give it back now.
-    drop(handshake_permit);
-    if let Some(route_metrics) = &record.route {
-        route_metrics.handshake(started.elapsed());
-    }
-    let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
-        Ok(session) => session,
-        Err(error) => {
-            let _ = tls_stream.shutdown().await;
-            return Close::because("bad_client_identity", error);
-        }
-    };
-    let connected = match connect_backend(route, context).await {
-        Ok(connected) => connected,
-        Err(close) => {
-            record.session = Some(Box::new(session));
-            let _ = tls_stream.shutdown().await;
-            return close;
-        }
-    };
-    record.backend = Some(connected.server);
-    let (registration, stop) = register(route, &connected, Some(&session), context);
-    let header = terminate_header(route, route_tls, client, local, hello, &session);
-    record.session = Some(Box::new(session));
-    let mut backend_stream = connected.stream;
-    match header {
-        Ok(header) if header.is_empty() => {}
-        Ok(header) => {
-            if let Err(error) = backend_stream.write_all(&header).await {
+        let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
+            Ok(session) => session,
+            Err(error) => {
                 let _ = tls_stream.shutdown().await;
-                return Close::because("backend_error", error);
+                return Close::because("bad_client_identity", error);
+            }
+        };
+        let connected = match connect_backend(route, context).await {
+            Ok(connected) => connected,
+            Err(close) => {
+                record.session = Some(Box::new(session));
+                let _ = tls_stream.shutdown().await;
+                return close;
+            }
+        };
+        record.backend = Some(connected.server);
+        let (registration, stop) = register(route, &connected, Some(&session), context);
+        let header = terminate_header(route, route_tls, client, local, &hello, &session);
+        drop(hello);
+        record.session = Some(Box::new(session));
+        let mut backend_stream = connected.stream;
+        match header {
+            Ok(header) if header.is_empty() => {}
+            Ok(header) => {
+                if let Err(error) = backend_stream.write_all(&header).await {
+                    let _ = tls_stream.shutdown().await;
+                    return Close::because("backend_error", error);
+                }
+            }
+            Err(close) => {
+                let _ = tls_stream.shutdown().await;
+                return close;
             }
         }
-        Err(close) => {
-            let _ = tls_stream.shutdown().await;
-            return close;
-        }
+        let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
+        record.transferred = transferred;
+        end_to_close(end, &registration)
     }
-    let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
-    record.transferred = transferred;
-    end_to_close(end, &registration)
 }
 
 // The headers are built in plain functions: in the async ones, `Meta` would take space in the

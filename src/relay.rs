@@ -168,38 +168,44 @@ impl Half {
 
 /// Relays until both directions are closed, one side fails, the connection idles out, or
 /// `stop` is cancelled.
-pub async fn relay<C, B>(
+/// (A plain function returning an `async` block: an `async fn` would keep its arguments twice in
+/// the future, and a session lives in it.)
+#[allow(clippy::manual_async_fn)]
+pub fn relay<C, B>(
     mut client: C,
     mut backend: B,
     idle_timeout: Duration,
     stop: &CancellationToken,
-) -> (Transferred, End)
+) -> impl Future<Output = (Transferred, End)> + '_
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
+    B: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let mut upstream = Half::default();
-    let mut downstream = Half::default();
-    let end = drive(idle_timeout, stop, |cx, last_activity| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, last_activity);
-            if let Poll::Ready(Err(error)) = up {
-                return Poll::Ready(Err(error.upstream()));
-            }
-            let down = downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, last_activity);
-            if let Poll::Ready(Err(error)) = down {
-                return Poll::Ready(Err(error.downstream()));
-            }
-            if up.is_ready() && down.is_ready() {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
+    async move {
+        let mut upstream = Half::default();
+        let mut downstream = Half::default();
+        let end = drive(idle_timeout, stop, |cx, last_activity| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, last_activity);
+                if let Poll::Ready(Err(error)) = up {
+                    return Poll::Ready(Err(error.upstream()));
+                }
+                let down =
+                    downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, last_activity);
+                if let Poll::Ready(Err(error)) = down {
+                    return Poll::Ready(Err(error.downstream()));
+                }
+                if up.is_ready() && down.is_ready() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
+            })
         })
-    })
-    .await;
-    let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
-    (transferred, end)
+        .await;
+        let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
+        (transferred, end)
+    }
 }
 
 /// Polls `copy` (both directions; it stamps `last_activity` when bytes move) until it is done or

@@ -135,6 +135,7 @@ fn splice_flags() -> SpliceFlags {
 /// connection idles out, or `stop` is cancelled.
 /// (A plain function returning an `async` block: an `async fn` would keep its arguments twice in
 /// the future, and a session lives in it.)
+#[allow(clippy::manual_async_fn)]
 pub fn relay(
     client: TcpStream,
     backend: TcpStream,
