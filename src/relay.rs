@@ -187,24 +187,25 @@ where
         let end = drive(idle_timeout, stop, |cx, last_activity| {
             SCRATCH.with_borrow_mut(|scratch| {
                 let up = upstream.poll_copy(cx, Pin::new(&mut client), Pin::new(&mut backend), scratch, last_activity);
-                if let Poll::Ready(Err(error)) = up {
-                    return Poll::Ready(Err(error.upstream()));
-                }
                 let down =
                     downstream.poll_copy(cx, Pin::new(&mut backend), Pin::new(&mut client), scratch, last_activity);
-                if let Poll::Ready(Err(error)) = down {
-                    return Poll::Ready(Err(error.downstream()));
-                }
-                if up.is_ready() && down.is_ready() {
-                    Poll::Ready(Ok(()))
-                } else {
-                    Poll::Pending
-                }
+                both(up, down)
             })
         })
         .await;
         let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
         (transferred, end)
+    }
+}
+
+/// The two directions' progress as one: the first failure ends the relay (the client-to-backend
+/// one first); done when both are.
+pub(crate) fn both(up: Poll<Result<(), HalfError>>, down: Poll<Result<(), HalfError>>) -> Poll<Result<(), End>> {
+    match (up, down) {
+        (Poll::Ready(Err(error)), _) => Poll::Ready(Err(error.upstream())),
+        (_, Poll::Ready(Err(error))) => Poll::Ready(Err(error.downstream())),
+        (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
+        _ => Poll::Pending,
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::{drive, End, HalfError, Transferred};
+use crate::relay::{both, drive, End, HalfError, Transferred};
 
 /// Pipe capacity asked for, and so the bytes moved per splice: fewer, larger splices per GB.
 /// Where the kernel refuses (`fs.pipe-max-size`, the per-user pipe page quota) the pipe keeps its
@@ -147,18 +147,8 @@ pub fn relay(
         let mut downstream = Half::default();
         let end = drive(idle_timeout, stop, |cx, last_activity| {
             let up = upstream.poll_copy(cx, &client, &backend, last_activity);
-            if let Poll::Ready(Err(error)) = up {
-                return Poll::Ready(Err(error.upstream()));
-            }
             let down = downstream.poll_copy(cx, &backend, &client, last_activity);
-            if let Poll::Ready(Err(error)) = down {
-                return Poll::Ready(Err(error.downstream()));
-            }
-            if up.is_ready() && down.is_ready() {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
+            both(up, down)
         })
         .await;
         let transferred = Transferred { client_to_backend: upstream.bytes, backend_to_client: downstream.bytes };
@@ -180,40 +170,30 @@ mod tests {
         (accepted.unwrap().0, connected.unwrap())
     }
 
+    /// Sends `data` then EOF while reading everything the other end sends; returns what it read.
+    async fn exchange(mut stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
+        let (mut read, mut write) = stream.split();
+        let send = async {
+            write.write_all(&data).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let ((), received) = tokio::join!(send, read.read_to_end(&mut got));
+        received.unwrap();
+        got
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_both_ways_arrives_in_order_with_half_close() {
-        let (client, mut client_peer) = pair().await;
-        let (backend, mut backend_peer) = pair().await;
+        let (client, client_peer) = pair().await;
+        let (backend, backend_peer) = pair().await;
         let stop = CancellationToken::new();
         let relay = tokio::spawn(async move { relay(client, backend, Duration::from_secs(10), &stop).await });
         let upload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let download: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
 
-        let (up, down) = (upload.clone(), download.clone());
-        let client_side = tokio::spawn(async move {
-            let (mut read, mut write) = client_peer.split();
-            let send = async {
-                write.write_all(&up).await.unwrap();
-                write.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let receive = read.read_to_end(&mut got);
-            let ((), received) = tokio::join!(send, receive);
-            received.unwrap();
-            got
-        });
-        let backend_side = tokio::spawn(async move {
-            let (mut read, mut write) = backend_peer.split();
-            let send = async {
-                write.write_all(&down).await.unwrap();
-                write.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let receive = read.read_to_end(&mut got);
-            let ((), received) = tokio::join!(send, receive);
-            received.unwrap();
-            got
-        });
+        let client_side = tokio::spawn(exchange(client_peer, upload.clone()));
+        let backend_side = tokio::spawn(exchange(backend_peer, download.clone()));
         let at_client = client_side.await.unwrap();
         let at_backend = backend_side.await.unwrap();
         assert!(at_backend == upload, "upload: {} of {} bytes, in order?", at_backend.len(), upload.len());
