@@ -86,17 +86,18 @@ impl Half {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            while self.in_pipe > 0 {
-                let Some(pipe) = &self.pipe else { unreachable!("bytes in flight without a pipe") };
-                ready!(to.poll_write_ready(cx)).map_err(HalfError::Write)?;
-                let spliced = to.try_io(Interest::WRITABLE, || {
-                    Ok(rustix::pipe::splice(&pipe.read, None, to, None, self.in_pipe, splice_flags())?)
-                });
-                match spliced {
-                    Ok(0) => return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into()))),
-                    Ok(n) => self.in_pipe -= n,
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Poll::Ready(Err(HalfError::Write(error))),
+            if let Some(pipe) = &self.pipe {
+                while self.in_pipe > 0 {
+                    ready!(to.poll_write_ready(cx)).map_err(HalfError::Write)?;
+                    let spliced = to.try_io(Interest::WRITABLE, || {
+                        Ok(rustix::pipe::splice(&pipe.read, None, to, None, self.in_pipe, splice_flags())?)
+                    });
+                    match spliced {
+                        Ok(0) => return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into()))),
+                        Ok(n) => self.in_pipe -= n,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Poll::Ready(Err(HalfError::Write(error))),
+                    }
                 }
             }
             if let Some(pipe) = self.pipe.take() {
