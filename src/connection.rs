@@ -92,8 +92,6 @@ pub fn handle(
         mode = field::Empty,
     );
     async move {
-        // This connection's `max_connections` slot, given back when the task ends.
-        let _slot = &slot;
         let started = Instant::now();
         let mut record = Record::default();
         let close = tokio::select! {
@@ -116,6 +114,8 @@ pub fn handle(
             duration_ms = started.elapsed().as_millis() as u64,
             "connection closed"
         );
+        // The connection's `max_connections` slot, given back once it is logged.
+        drop(slot);
     }
     .instrument(span)
 }
