@@ -12,6 +12,7 @@ pub mod health;
 pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
+pub mod log_output;
 pub mod metrics;
 pub mod nginx;
 pub mod prefixed;

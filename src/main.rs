@@ -1,5 +1,6 @@
 //! The `snigate` command: parses the CLI and calls the library.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use snigate::config;
+use snigate::log_output::LossyStderr;
 use snigate::nginx;
 use snigate::server::Server;
 
@@ -100,7 +102,12 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: not in `docker logs`, journald or a file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A log line that cannot be written is dropped, never reported (that report would panic).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(LossyStderr)
+        .log_internal_errors(false)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
@@ -114,11 +121,16 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} problem(s)", path.display(), errors.0.len());
+            report(&errors);
+            report(&format_args!("{}: {} problem(s)", path.display(), errors.0.len()));
             ExitCode::from(EXIT_CONFIG_INVALID)
         }
     }
+}
+
+/// A line on stderr for `check` and `run`; with stderr closed (EPIPE) it is dropped, not a panic.
+fn report(text: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -129,7 +141,7 @@ fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("{errors}");
+            report(&errors);
             return ExitCode::from(EXIT_CONFIG_INVALID);
         }
     };
@@ -140,7 +152,7 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(error) => {
@@ -148,8 +160,8 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_RUNTIME_FAILURE);
             }
         };
-        let shutdown = CancellationToken::new();
-        if let Err(error) = snigate::signals::spawn(server.reload_handle(), shutdown.clone()) {
+        let (shutdown, end_drain) = (CancellationToken::new(), CancellationToken::new());
+        if let Err(error) = snigate::signals::spawn(server.reload_handle(), shutdown.clone(), end_drain.clone()) {
             tracing::error!(%error, "cannot install signal handlers");
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
         }
@@ -157,14 +169,17 @@ fn run(path: &Path) -> ExitCode {
         if let Err(error) = snigate::reload::watch(files, server.reload_handle(), shutdown.clone()) {
             tracing::warn!(%error, "cannot watch the config files; reload with SIGHUP");
         }
-        match server.run(shutdown).await {
+        match server.run_until(shutdown, end_drain).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "stopped with an error");
                 ExitCode::from(EXIT_RUNTIME_FAILURE)
             }
         }
-    })
+    });
+    // Drained: a reload abandoned by the shutdown (still reading its files) must not hold the exit.
+    runtime.shutdown_background();
+    code
 }
 
 fn demo(path: &Path) -> ExitCode {

@@ -6,11 +6,19 @@
 //! Directories are watched rather than files: editors and Kubernetes replace files by rename
 //! (ConfigMap and Secret volumes swap a `..data` symlink), which a file watch would miss. When a
 //! reload names other files, the watch moves to them.
+//!
+//! Only events that can change what is loaded count (a write, create, rename or removal), never a
+//! read: a reload reads every watched file, and `snigate check` or a backup job reads them too.
+//! Metadata-only changes (chmod, chown, touch) do not count either: the content is the same, so a
+//! reload would build the same table and only throw away session caches; SIGHUP reloads always.
+//! A burst of events whose files end up with the content already loaded reloads nothing.
 
 use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tokio::sync::mpsc;
@@ -26,6 +34,8 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub fn watch(files: Vec<PathBuf>, handle: ReloadHandle, stop: CancellationToken) -> notify::Result<()> {
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
     let set = WatchedSet::new(&files);
+    // Taken before the watch starts: a change after this point is an event and a new fingerprint.
+    let mut loaded = Some(Fingerprint::of(&set.files));
     let mut watching = Watching { _debouncer: watcher(&set, changed_tx.clone())?, set };
     tokio::spawn(async move {
         loop {
@@ -34,6 +44,12 @@ pub fn watch(files: Vec<PathBuf>, handle: ReloadHandle, stop: CancellationToken)
                 changed = changed_rx.recv() => if changed.is_none() { return },
             }
             while changed_rx.try_recv().is_ok() {}
+            let now = fingerprint_off_the_runtime(&watching.set).await;
+            if now.is_some() && now == loaded {
+                tracing::debug!("watched files touched but their content is what is loaded; no reload");
+                continue;
+            }
+            loaded = now;
             let reloaded = match handle.reload().await {
                 Ok(reloaded) => reloaded,
                 Err(error) => {
@@ -46,13 +62,55 @@ pub fn watch(files: Vec<PathBuf>, handle: ReloadHandle, stop: CancellationToken)
             if now.files != watching.set.files {
                 // The new config names other files: watch those from now on.
                 match watcher(&now, changed_tx.clone()) {
-                    Ok(debouncer) => watching = Watching { _debouncer: debouncer, set: now },
+                    Ok(debouncer) => {
+                        loaded = fingerprint_off_the_runtime(&now).await;
+                        watching = Watching { _debouncer: debouncer, set: now };
+                    }
                     Err(error) => tracing::warn!(%error, "cannot watch the new config's files; reload with SIGHUP"),
                 }
             }
         }
     });
     Ok(())
+}
+
+/// Reads every watched file on a blocking thread (a slow disk must not stall the runtime); `None`
+/// if that thread failed, which counts as a change.
+async fn fingerprint_off_the_runtime(set: &WatchedSet) -> Option<Fingerprint> {
+    let files = set.files.clone();
+    tokio::task::spawn_blocking(move || Fingerprint::of(&files)).await.ok()
+}
+
+/// A hash of the content of every watched file (a missing or unreadable file hashes as such):
+/// equal fingerprints mean a reload would read the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn of(files: &BTreeSet<PathBuf>) -> Fingerprint {
+        let mut hasher = DefaultHasher::new();
+        for file in files {
+            file.hash(&mut hasher);
+            match std::fs::read(file) {
+                Ok(content) => content.hash(&mut hasher),
+                Err(error) => error.kind().hash(&mut hasher),
+            }
+        }
+        Fingerprint(hasher.finish())
+    }
+}
+
+/// Whether an event of this kind can change what a reload reads. Reads (open, access,
+/// close-after-read) cannot, nor can metadata-only changes (see the module doc).
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        // A backend that cannot tell what happened: the fingerprint decides.
+        EventKind::Any | EventKind::Other => true,
+    }
 }
 
 /// The live OS watch (it stops when dropped) and what it covers.
@@ -68,7 +126,11 @@ fn watcher(set: &WatchedSet, changed: mpsc::UnboundedSender<()>) -> notify::Resu
     let filter = set.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let relevant = match result {
-            Ok(events) => events.iter().flat_map(|e| e.paths.iter()).any(|p| filter.concerns(p)),
+            Ok(events) => events
+                .iter()
+                .filter(|e| may_change_content(&e.kind))
+                .flat_map(|e| e.paths.iter())
+                .any(|p| filter.concerns(p)),
             Err(_) => true,
         };
         if relevant {
@@ -118,5 +180,45 @@ mod tests {
         assert!(set.concerns(Path::new("/etc/snigate/..data")));
         assert!(!set.concerns(Path::new("/certs/unrelated.txt")));
         assert_eq!(set.directories.len(), 2);
+    }
+
+    #[test]
+    fn reads_and_metadata_changes_are_not_changes() {
+        use notify::event::{DataChange, MetadataKind, RenameMode};
+        let ignored = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Permissions)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime)),
+        ];
+        for kind in ignored {
+            assert!(!may_change_content(&kind), "{kind:?} must not reload");
+        }
+        let changes = [
+            EventKind::Create(notify::event::CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Remove(notify::event::RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ];
+        for kind in changes {
+            assert!(may_change_content(&kind), "{kind:?} must reload");
+        }
+    }
+
+    #[test]
+    fn fingerprint_follows_content_not_rewrites_of_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.yaml");
+        let files = BTreeSet::from([file.clone()]);
+        let missing = Fingerprint::of(&files);
+        std::fs::write(&file, "listen: []\n").unwrap();
+        let first = Fingerprint::of(&files);
+        assert_ne!(first, missing);
+        std::fs::write(&file, "listen: []\n").unwrap();
+        assert_eq!(Fingerprint::of(&files), first, "the same bytes written again");
+        std::fs::write(&file, "listen: [\"127.0.0.1:1\"]\n").unwrap();
+        assert_ne!(Fingerprint::of(&files), first);
     }
 }

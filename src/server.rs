@@ -7,7 +7,7 @@
 //! first, the accept loops stop, live connections get `drain_timeout` to finish, and the rest are
 //! closed spread over `close_jitter`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -52,6 +52,9 @@ pub struct Reloaded {
     pub revoked_sessions: usize,
     /// What the new config names (for the file watch).
     pub files: Vec<std::path::PathBuf>,
+    /// Route names that are new, and names that are gone.
+    pub routes_added: usize,
+    pub routes_removed: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub enum ReloadError {
     Listen(#[from] ServerError),
     #[error("the server is not running")]
     Stopped,
+    #[error("loading the config failed unexpectedly: {0}")]
+    Load(tokio::task::JoinError),
 }
 
 type ReloadRequest = oneshot::Sender<Result<Reloaded, ReloadError>>;
@@ -175,21 +180,30 @@ impl Server {
 
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        self.run_until(shutdown, CancellationToken::new()).await
+    }
+
+    /// As [`Server::run`]; cancelling `end_drain` (a second SIGTERM) during the drain closes
+    /// every remaining connection at once instead of waiting for `drain_timeout`.
+    pub async fn run_until(self, shutdown: CancellationToken, end_drain: CancellationToken) -> Result<(), ServerError> {
         let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, .. } = self;
         let context = shared.context.load_full();
         let admin_stop = CancellationToken::new();
         if let Some(listener) = admin {
-            let local = listener.local_addr().ok();
-            tracing::info!(admin = ?local, "admin endpoint listening");
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(admin = %local, "admin endpoint listening");
+            }
             tokio::spawn(admin::serve(listener, context.metrics.clone(), readiness.clone(), admin_stop.clone()));
         }
-        let mut checker = Checker {
-            sessions: context.sessions.clone(),
-            metrics: context.metrics.clone(),
-            close_jitter: context.limits.close_jitter,
+        let mut health = Health {
+            checker: Checker {
+                sessions: context.sessions.clone(),
+                metrics: context.metrics.clone(),
+                close_jitter: context.limits.close_jitter,
+            },
+            stop: CancellationToken::new(),
         };
-        let mut health_stop = CancellationToken::new();
-        checker.spawn(&shared.routes.load_full(), &health_stop);
+        health.restart(&shared);
 
         let mut listeners = HashMap::new();
         for (address, listener) in listen.into_iter().zip(bound) {
@@ -199,43 +213,93 @@ impl Server {
 
         let mut reload_rx = reload_rx;
         loop {
-            tokio::select! {
+            let reply = tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(reply) = reload_rx.recv() => {
-                    let result = reload(&config_path, &shared, &mut listeners);
-                    match &result {
-                        Ok(reloaded) => {
-                            checker.close_jitter = shared.context.load().limits.close_jitter;
-                            health_stop.cancel();
-                            health_stop = CancellationToken::new();
-                            checker.spawn(&shared.routes.load_full(), &health_stop);
-                            tracing::info!(?reloaded, "config reloaded");
-                        }
-                        Err(error) => tracing::error!(%error, "reload failed; the running config stays"),
-                    }
-                    let _ = reply.send(result);
+                Some(reply) = reload_rx.recv() => reply,
+            };
+            // The load (parse, read every file, build every TLS config) can take seconds: it runs
+            // on a blocking thread so that a SIGTERM meanwhile starts the drain at once.
+            let path = config_path.clone();
+            let load = tokio::task::spawn_blocking(move || config::load(&path));
+            let loaded = tokio::select! {
+                () = shutdown.cancelled() => {
+                    tracing::info!("shutting down: the reload in progress is abandoned");
+                    let _ = reply.send(Err(ReloadError::Stopped));
+                    break;
                 }
+                loaded = load => loaded,
+            };
+            let result = apply_loaded(loaded, &shared, &mut listeners);
+            match &result {
+                Ok(reloaded) => {
+                    health.checker.close_jitter = shared.context.load().limits.close_jitter;
+                    health.restart(&shared);
+                    log_reloaded(reloaded);
+                }
+                Err(error) => tracing::error!(%error, "reload failed; the running config stays"),
             }
+            let _ = reply.send(result);
         }
 
         readiness.set_draining();
         for listener in listeners.values() {
             listener.stop.cancel();
         }
-        health_stop.cancel();
-        drain(&shared).await;
+        health.stop.cancel();
+        drain(&shared, &end_drain).await;
         admin_stop.cancel();
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// Waits `drain_timeout` for live connections, then closes the rest spread over `close_jitter`.
-async fn drain(shared: &Shared) {
+/// The health checks of the current route table and the token that stops them.
+struct Health {
+    checker: Checker,
+    stop: CancellationToken,
+}
+
+impl Health {
+    /// Stops the checks of the previous table and starts those of the current one.
+    fn restart(&mut self, shared: &Shared) {
+        self.stop.cancel();
+        self.stop = CancellationToken::new();
+        self.checker.spawn(&shared.routes.load_full(), &self.stop);
+    }
+}
+
+/// One short line per reload: counts, not the lists (a table of 10,000 routes is one number).
+fn log_reloaded(reloaded: &Reloaded) {
+    tracing::info!(
+        routes = reloaded.routes,
+        routes_added = reloaded.routes_added,
+        routes_removed = reloaded.routes_removed,
+        listeners_opened = reloaded.listeners_opened.len(),
+        listeners_closed = reloaded.listeners_closed.len(),
+        revoked_sessions = reloaded.revoked_sessions,
+        files = reloaded.files.len(),
+        "config reloaded"
+    );
+}
+
+/// Waits `drain_timeout` for live connections, then closes the rest spread over `close_jitter`;
+/// `end_drain` cuts this short and closes them all at once.
+async fn drain(shared: &Shared, end_drain: &CancellationToken) {
     let context = shared.context.load_full();
-    let (drain_timeout, close_jitter) = (context.limits.drain_timeout, context.limits.close_jitter);
     shared.connections.close();
-    tracing::info!(live = shared.connections.len(), ?drain_timeout, "draining");
+    tracing::info!(live = shared.connections.len(), drain_timeout = ?context.limits.drain_timeout, "draining");
+    tokio::select! {
+        () = drain_gracefully(shared, &context) => {}
+        () = end_drain.cancelled() => {
+            tracing::warn!(live = shared.connections.len(), "drain ended early: closing the remaining connections now");
+            context.hard_stop.cancel();
+            let _ = tokio::time::timeout(FORCED_CLOSE_GRACE, shared.connections.wait()).await;
+        }
+    }
+}
+
+async fn drain_gracefully(shared: &Shared, context: &Context) {
+    let (drain_timeout, close_jitter) = (context.limits.drain_timeout, context.limits.close_jitter);
     if tokio::time::timeout(drain_timeout, shared.connections.wait()).await.is_ok() {
         return;
     }
@@ -252,19 +316,23 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Loads the config file again and applies it: routes, listeners, revocations.
-fn reload(
-    path: &std::path::Path,
+/// Applies a config loaded again: routes, listeners, revocations. A failed load changes nothing.
+fn apply_loaded(
+    loaded: Result<Result<Config, ConfigErrors>, tokio::task::JoinError>,
     shared: &Arc<Shared>,
     listeners: &mut HashMap<SocketAddr, RunningListener>,
 ) -> Result<Reloaded, ReloadError> {
     let context = shared.context.load_full();
     let metrics = &context.metrics;
-    let config = match config::load(path) {
-        Ok(config) => config,
-        Err(errors) => {
+    let config = match loaded {
+        Ok(Ok(config)) => config,
+        Ok(Err(errors)) => {
             metrics.config_loaded(false);
             return Err(errors.into());
+        }
+        Err(error) => {
+            metrics.config_loaded(false);
+            return Err(ReloadError::Load(error));
         }
     };
     // Open new listeners first: a bind failure leaves everything as it was.
@@ -290,6 +358,7 @@ fn reload(
         listeners.insert(address, start_listener(listener, shared));
     }
     let routes = config.routes;
+    let (routes_added, routes_removed) = count_added_and_removed(&shared.routes.load(), &routes);
     carry_over_health(&shared.routes.load(), &routes);
     forget_removed_series(metrics, &shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
@@ -302,7 +371,16 @@ fn reload(
         listeners_closed: closed,
         revoked_sessions: close_revoked_sessions(&context.sessions, &routes),
         files: config.files,
+        routes_added,
+        routes_removed,
     })
+}
+
+/// How many route names the new table has that the old one had not, and the other way round.
+fn count_added_and_removed(old: &RouteTable, new: &RouteTable) -> (usize, usize) {
+    let names = |table: &RouteTable| table.routes().iter().map(|r| r.name.clone()).collect::<HashSet<String>>();
+    let (old, new) = (names(old), names(new));
+    (new.difference(&old).count(), old.difference(&new).count())
 }
 
 /// With `revoke_live`, closes live sessions whose client certificate the route's CRLs now revoke.
