@@ -5,7 +5,7 @@ use std::io;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::ReloadHandle;
+use crate::ops::server::ReloadHandle;
 
 /// Installs the handlers and returns; the handling runs in a background task.
 pub fn spawn(reload: ReloadHandle, shutdown: CancellationToken) -> io::Result<()> {

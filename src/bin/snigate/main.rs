@@ -1,5 +1,8 @@
 //! The `snigate` command: parses the CLI and calls the library.
 
+mod demo;
+mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -7,7 +10,6 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use snigate::config;
-use snigate::nginx;
 use snigate::server::Server;
 
 /// Exit codes (documented in the README): clap itself exits 2 on a usage error.
@@ -175,7 +177,7 @@ fn demo(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
         }
     };
-    match runtime.block_on(snigate::demo::run(path)) {
+    match runtime.block_on(crate::demo::run(path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo failed: {error:#}");
