@@ -27,15 +27,15 @@ ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # Dependency layer: build every dependency against stub sources, so a change under src/ reuses
 # this layer and recompiles snigate only.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
- && echo 'fn main() {}' > src/main.rs \
+RUN mkdir -p src/bin/snigate \
+ && echo 'fn main() {}' > src/bin/snigate/main.rs \
  && touch src/lib.rs \
  && cargo build --release --locked \
  && rm -rf src
 
 COPY src ./src
 # COPY keeps the context's mtimes, which may be older than the stubs': touch so cargo rebuilds.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/bin/snigate/main.rs src/lib.rs \
  && cargo build --release --locked \
  && install -D -m 0755 target/release/snigate /out/snigate \
  && /out/snigate --version

@@ -1,28 +1,20 @@
 //! snigate: an SNI-routing TLS stream proxy. One listener takes TLS connections for many
 //! hostnames, reads the ClientHello's server name, and per route terminates TLS or passes it
 //! through, prepending a PROXY v1/v2 header that carries the client's address and, on terminated
-//! routes, its verified client-certificate identity. See DESIGN.md for the data flow.
+//! routes, its verified client-certificate identity.
+//!
+//! The library is three layers (ARCHITECTURE.md has the map): `proxy` is the data path of one
+//! connection, `config` turns the routes file into the runtime model that `proxy` defines, and
+//! `ops` runs it all (lifecycle, reload, signals, health, admin). `metrics` is shared by all.
+//! The command (`src/bin/snigate/`, with the demo and the nginx importer) is not part of it.
 
-pub mod admin;
-pub mod backend;
+#![forbid(unsafe_code)]
+
 pub mod config;
-pub mod connection;
-pub mod demo;
-pub mod health;
-pub mod hello;
-pub mod inbound;
-pub mod ip_limit;
-pub mod log_output;
 pub mod metrics;
-pub mod nginx;
-pub mod prefixed;
-pub mod proxy_header;
-pub mod relay;
-pub mod reload;
-pub mod routes;
-pub mod server;
-pub mod sessions;
-pub mod signals;
-#[cfg(target_os = "linux")]
-pub mod splice;
-pub mod tls;
+mod ops;
+mod proxy;
+
+// The public surface: what the command, the tests, the fuzz targets and the benches use.
+pub use ops::{admin, reload, server, signals};
+pub use proxy::{connection, hello, inbound, proxy_header, routes, tls};

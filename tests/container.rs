@@ -178,7 +178,7 @@ fn build_context_leaves_out_keys_history_and_build_output() {
     ] {
         assert!(is_ignored(path), "{path} must not be sent to the Docker daemon");
     }
-    for path in ["Cargo.toml", "Cargo.lock", "src", "src/main.rs"] {
+    for path in ["Cargo.toml", "Cargo.lock", "src", "src/bin/snigate/main.rs"] {
         assert!(!is_ignored(path), "{path} is needed by the build");
     }
 }

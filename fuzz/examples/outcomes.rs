@@ -57,7 +57,7 @@ fn label_config(bytes: &[u8]) -> String {
 }
 
 fn label_nginx(bytes: &[u8]) -> String {
-    use snigate::nginx::{ast, lexer, translate};
+    use snigate_fuzz::nginx::{ast, lexer, translate};
     let Ok(text) = std::str::from_utf8(bytes) else {
         return "not UTF-8".into();
     };

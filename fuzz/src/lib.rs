@@ -11,6 +11,11 @@ use std::path::Path;
 use snigate::hello::{self, HelloError, Progress};
 use snigate::inbound;
 
+/// The nginx importer is part of the `snigate` command, not of the library: the fuzz targets
+/// compile the command's own source files.
+#[path = "../../src/bin/snigate/nginx/mod.rs"]
+pub mod nginx;
+
 /// The default `limits.max_hello_bytes`.
 pub const DEFAULT_MAX_HELLO_BYTES: usize = 16_384;
 /// RFC 1035 / RFC 6066: a host name is at most 253 bytes without the trailing dot.
@@ -168,7 +173,7 @@ pub const NGINX_PATH: &str = "/nonexistent/nginx.conf";
 /// - a translation comes with no error finding, and its routes file is YAML that snigate's schema
 ///   reads (`RawConfig`), whatever names, paths or quotes the nginx text held.
 pub fn nginx_import(data: &[u8]) {
-    use snigate::nginx::{ast, lexer, translate};
+    use crate::nginx::{ast, lexer, translate};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::tls::ClientCertId;
+use crate::proxy::tls::ClientCertId;
 
 /// What a live session is attached to.
 #[derive(Debug, Clone)]

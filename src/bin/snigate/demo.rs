@@ -19,9 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Mode, ProxyProtocol, Route};
-use crate::proxy_header;
-use crate::server::Server;
+use snigate::config::{self, Mode, ProxyProtocol, Route};
+use snigate::proxy_header;
+use snigate::server::Server;
 
 /// Where the demo material goes, relative to the config file's directory.
 const DEMO_DIR: &str = "certs/demo";
@@ -211,7 +211,7 @@ async fn tls_client_with(proxy: SocketAddr, name: &str, ca: &Path, cert: Option<
     for cert in CertificateDer::pem_file_iter(ca)? {
         roots.add(cert?)?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(snigate::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots);
     let config = match cert {
@@ -248,7 +248,7 @@ async fn first_line<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<
 fn backend_tls_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(dir.join("backend-c.pem"))?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(dir.join("backend-c.key"))?;
-    let config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+    let config = rustls::ServerConfig::builder_with_provider(snigate::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;

@@ -8,9 +8,13 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use snigate::config;
-use snigate::log_output::LossyStderr;
-use snigate::nginx;
 use snigate::server::Server;
+
+use crate::log_output::LossyStderr;
+
+mod demo;
+mod log_output;
+mod nginx;
 
 /// Exit codes (documented in the README): clap itself exits 2 on a usage error.
 /// `check`/`run`: the config is invalid; `import-nginx`: cannot read or cannot translate.
@@ -190,7 +194,7 @@ fn demo(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
         }
     };
-    match runtime.block_on(snigate::demo::run(path)) {
+    match runtime.block_on(crate::demo::run(path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("demo failed: {error:#}");

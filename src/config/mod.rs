@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::routes::{self, RouteTable};
-use crate::tls;
+use crate::proxy::routes::{self, RouteTable};
+use crate::proxy::tls;
 
 /// Whole ClientHello deadline: a real client sends its hello in one flight, well under a second.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);

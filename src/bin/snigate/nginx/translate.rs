@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::ast::Directive;
 use super::yaml::{self, RoutesFile};
-use crate::routes;
+use snigate::routes;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1078,7 +1078,7 @@ mod tests {
     use super::*;
 
     /// Translates config text (no includes); the routes file as YAML, and the messages.
-    fn run(text: &str) -> (Option<crate::config::RawConfig>, Vec<String>) {
+    fn run(text: &str) -> (Option<snigate::config::RawConfig>, Vec<String>) {
         let tree = ast::parse(&lexer::tokenize(text).unwrap(), Arc::new(PathBuf::from("t.conf"))).unwrap();
         let (file, diagnostics) = translate(&tree, Path::new("/etc/nginx/t.conf"), &Options::default());
         let parsed = file.map(|file| yaml_serde::from_str(&file.render()).expect("rendered YAML parses"));

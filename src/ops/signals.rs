@@ -6,7 +6,7 @@ use std::io;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{ReloadError, ReloadHandle};
+use crate::ops::server::{ReloadError, ReloadHandle};
 
 /// Installs the handlers and returns; the handling runs in a background task. The first
 /// SIGTERM/SIGINT cancels `shutdown`, the next one `end_drain`.

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::routes;
+use crate::proxy::routes;
 
 const RECORD_HEADER_BYTES: usize = 5;
 const HANDSHAKE_HEADER_BYTES: usize = 4;

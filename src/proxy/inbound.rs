@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn v2_header_in_pieces_is_incomplete_until_whole() {
-        let header = crate::proxy_header::encode_v2(&crate::proxy_header::Meta {
+        let header = crate::proxy::proxy_header::encode_v2(&crate::proxy::proxy_header::Meta {
             source: Some("[2001:db8::7]:5000".parse().unwrap()),
             destination: Some("[2001:db8::1]:8883".parse().unwrap()),
             authority: Some("forged.example"),

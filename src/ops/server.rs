@@ -20,14 +20,14 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, Readiness};
 use crate::config::{self, Config, ConfigErrors};
-use crate::connection::{self, Context};
-use crate::health::Checker;
-use crate::ip_limit::IpLimiter;
 use crate::metrics::Metrics;
-use crate::routes::RouteTable;
-use crate::sessions::Sessions;
+use crate::ops::admin::{self, Readiness};
+use crate::ops::health::Checker;
+use crate::proxy::connection::{self, Context};
+use crate::proxy::ip_limit::IpLimiter;
+use crate::proxy::routes::RouteTable;
+use crate::proxy::sessions::Sessions;
 
 /// Pending connections the kernel queues per listener while we are at `max_connections`.
 const LISTEN_BACKLOG: i32 = 1024;

@@ -24,7 +24,7 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::ReloadHandle;
+use crate::ops::server::ReloadHandle;
 
 /// Events closer together than this are one change (an editor writes, renames, chmods).
 const DEBOUNCE: Duration = Duration::from_millis(300);

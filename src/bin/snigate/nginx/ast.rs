@@ -156,4 +156,25 @@ mod tests {
         let ok = format!("{}{}", "a {".repeat(MAX_BLOCK_DEPTH), "}".repeat(MAX_BLOCK_DEPTH));
         assert!(parse_text(&ok).is_ok());
     }
+
+    /// The shipped fixtures, cut at every character: the lexer and parser answer or refuse,
+    /// never panic.
+    #[test]
+    fn every_prefix_of_every_fixture_parses_or_fails_cleanly() {
+        // include_str! resolves from this file, so the fuzz crate (which compiles this module
+        // too) finds the fixtures as well.
+        let fixtures = [
+            ("passthrough.conf", include_str!("../../../../tests/data/nginx/passthrough.conf")),
+            ("mqtt_terminate.conf", include_str!("../../../../tests/data/nginx/mqtt_terminate.conf")),
+            ("untranslatable.conf", include_str!("../../../../tests/data/nginx/untranslatable.conf")),
+            ("full/nginx.conf", include_str!("../../../../tests/data/nginx/full/nginx.conf")),
+        ];
+        for (name, text) in fixtures {
+            for end in (0..=text.len()).filter(|&end| text.is_char_boundary(end)) {
+                if let Ok(tokens) = tokenize(&text[..end]) {
+                    let _ = parse(&tokens, Arc::new(PathBuf::from(name)));
+                }
+            }
+        }
+    }
 }

@@ -13,16 +13,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
 use crate::config::{Limits, Mode, ProxyProtocol, Route};
-use crate::hello::{self, Hello, Progress};
-use crate::ip_limit::{IpLimiter, IpPermit};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
-use crate::prefixed::Prefixed;
-use crate::proxy_header::{self, Meta, Ssl};
-use crate::relay::{self, Transferred};
-use crate::routes::RouteTable;
-use crate::sessions::{Registration, SessionInfo, Sessions};
-use crate::tls::Session;
-use crate::{backend, inbound, tls};
+use crate::proxy::backend;
+use crate::proxy::hello::{self, Hello, Progress};
+use crate::proxy::inbound;
+use crate::proxy::ip_limit::{IpLimiter, IpPermit};
+use crate::proxy::prefixed::Prefixed;
+use crate::proxy::proxy_header::{self, Meta, Ssl};
+use crate::proxy::relay::{self, Transferred};
+use crate::proxy::routes::RouteTable;
+use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
+use crate::proxy::tls;
+use crate::proxy::tls::Session;
 
 /// How long a terminate connection waits for a handshake slot when `max_handshakes` are running.
 const HANDSHAKE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -324,7 +326,8 @@ fn forward<'a>(
         }
         drop(first_write);
         #[cfg(target_os = "linux")]
-        let (transferred, end) = crate::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
+        let (transferred, end) =
+            crate::proxy::relay::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
         #[cfg(not(target_os = "linux"))]
         let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
         record.transferred = transferred;

@@ -8,6 +8,9 @@
 //! is the back-pressure. `tokio::io::copy_bidirectional` would hold two 8 KiB buffers per
 //! connection for its whole life, which is why this is ours.
 
+#[cfg(target_os = "linux")]
+pub mod splice;
+
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::future::Future;

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend;
 use crate::config::{HealthCheck, HealthCheckKind, OnBackendDown, ProxyProtocol, Route};
 use crate::metrics::Metrics;
-use crate::proxy_header::{self, Meta};
-use crate::routes::RouteTable;
-use crate::sessions::Sessions;
+use crate::proxy::backend;
+use crate::proxy::proxy_header::{self, Meta};
+use crate::proxy::routes::RouteTable;
+use crate::proxy::sessions::Sessions;
 
 /// MQTT 3.1.1 CONNECT: clean session, keep-alive 10 s, client id "snigate-health".
 const MQTT_CONNECT: &[u8] = b"\x10\x1a\x00\x04MQTT\x04\x02\x00\x0a\x00\x0esnigate-health";

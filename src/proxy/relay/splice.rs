@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::relay::{both, drive, End, HalfError, Transferred};
+use super::{both, drive, End, HalfError, Transferred};
 
 /// Pipe capacity asked for, and so the bytes moved per splice: fewer, larger splices per GB.
 /// Where the kernel refuses (`fs.pipe-max-size`, the per-user pipe page quota) the pipe keeps its

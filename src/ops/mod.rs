@@ -1,0 +1,8 @@
+//! Running the proxy: server lifecycle, reload triggers, signals, health checks, the admin
+//! endpoint and process limits. Built on the data path in `proxy`; see ARCHITECTURE.md.
+
+pub mod admin;
+pub mod health;
+pub mod reload;
+pub mod server;
+pub mod signals;

@@ -1,0 +1,15 @@
+//! The data path, in the order a connection meets it: inbound PROXY header, ClientHello,
+//! route, TLS, backend, outbound PROXY header, relay. Nothing here reads the config file
+//! or knows about signals; see ARCHITECTURE.md.
+
+pub mod backend;
+pub mod connection;
+pub mod hello;
+pub mod inbound;
+pub mod ip_limit;
+pub mod prefixed;
+pub mod proxy_header;
+pub mod relay;
+pub mod routes;
+pub mod sessions;
+pub mod tls;
