@@ -1,0 +1,34 @@
+//! snigate's integration tests, one binary (one link step) with a module per topic. Every test
+//! runs the real server on loopback with certificates made at test time; `support` holds the
+//! test PKI, clients, an independent PROXY decoder, a scriptable backend and the server runner.
+
+mod support;
+
+mod access_log;
+mod admin_limits;
+mod backend_failover;
+mod check_cli;
+mod client_certificates;
+mod completions_man;
+mod container;
+mod deploy;
+mod hello_limits;
+mod import_nginx;
+mod inbound_proxy;
+mod lifecycle;
+mod limits;
+mod operations_drain;
+mod operations_health;
+mod operations_metrics;
+mod operations_reload;
+mod operations_signals;
+mod passthrough;
+mod proxy_decoder;
+mod proxy_header;
+mod relay;
+mod reload_triggers;
+mod routing;
+mod sni_edge_cases;
+mod support_selftest;
+mod tenant_isolation;
+mod terminate;
