@@ -51,13 +51,6 @@ pub struct Attempt {
     pub failure: Failure,
 }
 
-impl Attempt {
-    /// A connect was tried and failed (not skipped, not the proxy's own descriptor shortage).
-    pub fn is_server_failure(&self) -> bool {
-        matches!(&self.failure, Failure::Connect(error) if !error.is_local_exhaustion())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub struct BackendError {
     pub attempts: Vec<Attempt>,
@@ -81,6 +74,17 @@ impl fmt::Display for BackendError {
     }
 }
 
+/// What a connect attempt tells the caller's metrics, by server as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A connect to this server failed (its own failure, not a skip or the proxy's shortage).
+    ConnectFailed(&'a str),
+    /// Passive health: `max_fails` failures in a row took it down.
+    Down(&'a str),
+    /// Passive health: a connect to a down server succeeded.
+    Up(&'a str),
+}
+
 /// A connected backend socket and the server it reached.
 #[derive(Debug)]
 pub struct Connected {
@@ -93,8 +97,8 @@ pub struct Connected {
 /// Connects to the pool's servers in turn, starting where the previous connection left off and
 /// skipping servers a health check marked down (all down fails at once). Without a health check,
 /// servers that failed `max_fails` connects in a row are skipped for `fail_timeout` unless every
-/// server is; `on_change(server, up)` hears when one goes down or comes back that way.
-pub async fn connect(backend: &Backend, on_change: impl Fn(&str, bool)) -> Result<Connected, BackendError> {
+/// server is. `on_event` hears of every failed connect and passive health change.
+pub async fn connect(backend: &Backend, on_event: impl Fn(Event<'_>)) -> Result<Connected, BackendError> {
     let count = backend.servers.len();
     let start = backend.next_server.fetch_add(1, Ordering::Relaxed);
     let passive = backend.health_check.is_none();
@@ -107,13 +111,13 @@ pub async fn connect(backend: &Backend, on_change: impl Fn(&str, bool)) -> Resul
             attempts.push(Attempt { server: backend.servers[index].clone(), failure: Failure::MarkedDown });
         } else if passive && backend.passive[index].is_resting(now) {
             resting.push(index);
-        } else if let Some(found) = try_server(backend, index, &mut attempts, &on_change).await? {
+        } else if let Some(found) = try_server(backend, index, &mut attempts, &on_event).await? {
             return Ok(found);
         }
     }
     // Every server is resting or failed: the resting ones are tried after all.
     for index in resting {
-        if let Some(found) = try_server(backend, index, &mut attempts, &on_change).await? {
+        if let Some(found) = try_server(backend, index, &mut attempts, &on_event).await? {
             return Ok(found);
         }
     }
@@ -126,7 +130,7 @@ async fn try_server(
     backend: &Backend,
     index: usize,
     attempts: &mut Vec<Attempt>,
-    on_change: &impl Fn(&str, bool),
+    on_event: &impl Fn(Event<'_>),
 ) -> Result<Option<Connected>, BackendError> {
     let server = &backend.servers[index];
     let passive = backend.health_check.is_none().then(|| &backend.passive[index]);
@@ -135,7 +139,7 @@ async fn try_server(
             connected.index = index;
             if passive.is_some_and(|health| health.record_success() == Change::CameBack) {
                 tracing::info!(%server, "backend server up again: a connect succeeded");
-                on_change(server, true);
+                on_event(Event::Up(server));
             }
             if !attempts.is_empty() {
                 let failed = BackendError { attempts: std::mem::take(attempts) };
@@ -148,12 +152,13 @@ async fn try_server(
             Err(BackendError { attempts: std::mem::take(attempts) })
         }
         Err(error) => {
+            on_event(Event::ConnectFailed(server));
             let change =
                 passive.map(|health| health.record_failure(backend.max_fails, backend.fail_timeout, Instant::now()));
             if change == Some(Change::WentDown) {
                 let fail_timeout = backend.fail_timeout;
                 tracing::warn!(%server, %error, max_fails = backend.max_fails, ?fail_timeout, "backend server down: connects failed");
-                on_change(server, false);
+                on_event(Event::Down(server));
             }
             attempts.push(Attempt { server: server.clone(), failure: Failure::Connect(error) });
             Ok(None)

@@ -261,14 +261,15 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
     }
 }
 
-/// Connects the route's backend, counting each failed server; a shortage of descriptors here is
+/// Connects the route's backend, counting each failed connect; a shortage of descriptors here is
 /// the proxy's, not the backend's.
 async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Connected, Close> {
-    let on_change = |server: &str, up: bool| context.metrics.backend_health(&route.name, server, up);
-    Box::pin(backend::connect(&route.backend, on_change)).await.map_err(|error| {
-        for attempt in error.attempts.iter().filter(|a| a.is_server_failure()) {
-            context.metrics.backend_connect_failed(&route.name, &attempt.server);
-        }
+    let on_event = |event: backend::Event<'_>| match event {
+        backend::Event::ConnectFailed(server) => context.metrics.backend_connect_failed(&route.name, server),
+        backend::Event::Down(server) => context.metrics.backend_health(&route.name, server, false),
+        backend::Event::Up(server) => context.metrics.backend_health(&route.name, server, true),
+    };
+    Box::pin(backend::connect(&route.backend, on_event)).await.map_err(|error| {
         if error.is_local_exhaustion() {
             return Close::because("local_fd_exhausted", error);
         }
