@@ -16,5 +16,5 @@ mod ops;
 mod proxy;
 
 // The public surface: what the command, the tests, the fuzz targets and the benches use.
-pub use ops::{admin, reload, server, signals};
+pub use ops::{admin, fd_limit, reload, server, signals};
 pub use proxy::{connection, hello, inbound, proxy_header, routes, tls};

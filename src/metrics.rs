@@ -68,6 +68,7 @@ fn handshake_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     accepted: Counter,
+    connection_slots: Gauge,
     connections: Family<RouteLabels, Counter>,
     active: Family<RouteLabels, Gauge>,
     rejected: Family<Reason, Counter>,
@@ -135,6 +136,7 @@ impl Metrics {
         let mut metrics = Metrics {
             registry: Registry::with_prefix("snigate"),
             accepted: Counter::default(),
+            connection_slots: Gauge::default(),
             connections: Family::default(),
             active: Family::default(),
             rejected: Family::default(),
@@ -152,6 +154,11 @@ impl Metrics {
         };
         let r = &mut metrics.registry;
         r.register("connections_accepted", "TCP connections accepted", metrics.accepted.clone());
+        r.register(
+            "connection_slots",
+            "Connections accepted at most: max_connections, or fewer when the open-file limit cannot hold them",
+            metrics.connection_slots.clone(),
+        );
         r.register("connections", "Connections routed, by route and mode", metrics.connections.clone());
         r.register("connections_active", "Open connections, by route and mode", metrics.active.clone());
         r.register(
@@ -237,6 +244,11 @@ impl Metrics {
 
     pub fn accepted(&self) {
         self.accepted.inc();
+    }
+
+    /// The connection cap in force.
+    pub fn connection_slots(&self, slots: usize) {
+        self.connection_slots.set(i64::try_from(slots).unwrap_or(i64::MAX));
     }
 
     pub fn rejected(&self, reason: &str) {

@@ -45,6 +45,10 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_HEALTH_RISE: u32 = 2;
 pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// Without a health check, one failed connect marks a server down (nginx's `max_fails` default).
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// How long a passively marked-down server is skipped before it is tried again (nginx's default).
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // The schema as written in YAML.
@@ -161,6 +165,12 @@ pub struct RawBackend {
     /// Default `keep`.
     #[serde(default)]
     pub on_backend_down: OnBackendDown,
+    /// Default 1: connect failures in a row that mark a server down without a health check; 0 never.
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// Default 10s: how long such a server is skipped before it is tried again.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub fail_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +336,11 @@ pub struct Backend {
     /// Per server, in `servers` order: false while its health check says it is down.
     pub server_up: Vec<std::sync::atomic::AtomicBool>,
     pub on_backend_down: OnBackendDown,
+    /// Passive health (routes without `health_check`): failures in a row that mark a server down.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    /// Per server, in `servers` order: its passive health state.
+    pub passive: Vec<crate::proxy::passive_health::PassiveHealth>,
 }
 
 #[derive(Debug)]
@@ -656,6 +671,9 @@ fn build_backend(raw_route: &RawRoute, locator: &Locator, route_line: usize, err
         server_up: raw.servers.iter().map(|_| std::sync::atomic::AtomicBool::new(true)).collect(),
         health_check,
         on_backend_down: raw.on_backend_down,
+        max_fails: raw.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
+        fail_timeout: raw.fail_timeout.unwrap_or(DEFAULT_FAIL_TIMEOUT),
+        passive: raw.servers.iter().map(|_| Default::default()).collect(),
     }
 }
 

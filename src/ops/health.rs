@@ -100,7 +100,7 @@ impl Checker {
 
 /// One check of one server.
 async fn probe(server: &str, proxy_protocol: ProxyProtocol, check: &HealthCheck) -> Result<(), String> {
-    let connected = backend::connect_one(server, check.timeout).await?;
+    let connected = backend::connect_one(server, check.timeout).await.map_err(|e| e.to_string())?;
     if check.kind == HealthCheckKind::Tcp {
         return Ok(());
     }

@@ -2,6 +2,7 @@
 //! endpoint and process limits. Built on the data path in `proxy`; see ARCHITECTURE.md.
 
 pub mod admin;
+pub mod fd_limit;
 pub mod health;
 pub mod reload;
 pub mod server;

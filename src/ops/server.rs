@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Readiness};
+use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
 use crate::proxy::connection::{self, Context};
 use crate::proxy::ip_limit::IpLimiter;
@@ -126,6 +127,9 @@ impl Server {
         let metrics = Metrics::new();
         metrics.config_loaded(true);
         export_certificate_expiry(&metrics, &config.routes);
+        let cap = ConnectionCap::for_max_connections(config.limits.max_connections);
+        cap.warn_if_lowered();
+        metrics.connection_slots(cap.effective);
         let context = Context {
             handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
             hard_stop: CancellationToken::new(),
@@ -143,7 +147,7 @@ impl Server {
             admin,
             shared: Arc::new(Shared {
                 routes: ArcSwap::new(config.routes),
-                permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+                permits: Arc::new(Semaphore::new(cap.effective)),
                 connections: TaskTracker::new(),
                 context: ArcSwap::from_pointee(context),
             }),
@@ -435,7 +439,15 @@ fn apply_settings(
     accept_proxy_from: Vec<ipnet::IpNet>,
     connection_slots: &Semaphore,
 ) -> Context {
-    resize(connection_slots, old.limits.max_connections, limits.max_connections, "max_connections");
+    let (old_cap, new_cap) = (
+        ConnectionCap::for_max_connections(old.limits.max_connections),
+        ConnectionCap::for_max_connections(limits.max_connections),
+    );
+    if new_cap.configured > old_cap.configured {
+        new_cap.warn_if_lowered();
+    }
+    resize(connection_slots, old_cap.effective, new_cap.effective, "max_connections");
+    old.metrics.connection_slots(new_cap.effective);
     resize(&old.handshakes, old.limits.max_handshakes, limits.max_handshakes, "max_handshakes");
     old.per_ip.set_max(limits.max_connections_per_ip);
     Context {

@@ -2,18 +2,53 @@
 //! next server on any error, so one dead server costs a client at most one `connect_timeout`.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
 use crate::config::Backend;
+use crate::ops::fd_limit;
+use crate::proxy::passive_health::Change;
+
+/// Why one connect to one server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve: {0}")]
+    Resolve(io::Error),
+    #[error("name resolved to no address")]
+    NoAddress,
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl ConnectError {
+    /// This process or the system is out of descriptors: the server is not at fault.
+    pub fn is_local_exhaustion(&self) -> bool {
+        match self {
+            ConnectError::Resolve(error) | ConnectError::Io(error) => fd_limit::is_exhaustion(error),
+            ConnectError::NoAddress | ConnectError::Timeout(_) => false,
+        }
+    }
+}
 
 /// Why one server could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("marked down by its health check")]
+    MarkedDown,
+    #[error("{0}")]
+    Connect(ConnectError),
+}
+
 #[derive(Debug)]
 pub struct Attempt {
     pub server: String,
-    pub reason: String,
+    pub failure: Failure,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,15 +56,33 @@ pub struct BackendError {
     pub attempts: Vec<Attempt>,
 }
 
+impl BackendError {
+    /// The last attempt failed because this process is out of descriptors.
+    pub fn is_local_exhaustion(&self) -> bool {
+        matches!(self.attempts.last(), Some(Attempt { failure: Failure::Connect(error), .. }) if error.is_local_exhaustion())
+    }
+}
+
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "no backend server reachable")?;
         for (i, attempt) in self.attempts.iter().enumerate() {
             let separator = if i == 0 { ": " } else { "; " };
-            write!(f, "{separator}{} ({})", attempt.server, attempt.reason)?;
+            write!(f, "{separator}{} ({})", attempt.server, attempt.failure)?;
         }
         Ok(())
     }
+}
+
+/// What a connect attempt tells the caller's metrics, by server as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A connect to this server failed (its own failure, not a skip or the proxy's shortage).
+    ConnectFailed(&'a str),
+    /// Passive health: `max_fails` failures in a row took it down.
+    Down(&'a str),
+    /// Passive health: a connect to a down server succeeded.
+    Up(&'a str),
 }
 
 /// A connected backend socket and the server it reached.
@@ -42,52 +95,96 @@ pub struct Connected {
 }
 
 /// Connects to the pool's servers in turn, starting where the previous connection left off and
-/// skipping servers a health check marked down (all down fails at once).
-pub async fn connect(backend: &Backend) -> Result<Connected, BackendError> {
+/// skipping servers a health check marked down (all down fails at once). Without a health check,
+/// servers that failed `max_fails` connects in a row are skipped for `fail_timeout` unless every
+/// server is. `on_event` hears of every failed connect and passive health change.
+pub async fn connect(backend: &Backend, on_event: impl Fn(Event<'_>)) -> Result<Connected, BackendError> {
     let count = backend.servers.len();
     let start = backend.next_server.fetch_add(1, Ordering::Relaxed);
+    let passive = backend.health_check.is_none();
+    let now = Instant::now();
     let mut attempts = Vec::new();
+    let mut resting = Vec::new();
     for offset in 0..count {
         let index = (start + offset) % count;
-        let server = &backend.servers[index];
         if !backend.server_up[index].load(Ordering::Relaxed) {
-            attempts.push(Attempt { server: server.clone(), reason: "marked down by its health check".into() });
-            continue;
+            attempts.push(Attempt { server: backend.servers[index].clone(), failure: Failure::MarkedDown });
+        } else if passive && backend.passive[index].is_resting(now) {
+            resting.push(index);
+        } else if let Some(found) = try_server(backend, index, &mut attempts, &on_event).await? {
+            return Ok(found);
         }
-        match connect_one(server, backend.connect_timeout).await {
-            Ok(mut connected) => {
-                connected.index = index;
-                if !attempts.is_empty() {
-                    tracing::warn!(failed = %BackendError { attempts }, server = %connected.server, "backend failover");
-                }
-                return Ok(connected);
-            }
-            Err(reason) => attempts.push(Attempt { server: server.clone(), reason }),
+    }
+    // Every server is resting or failed: the resting ones are tried after all.
+    for index in resting {
+        if let Some(found) = try_server(backend, index, &mut attempts, &on_event).await? {
+            return Ok(found);
         }
     }
     Err(BackendError { attempts })
 }
 
+/// One server of the pool: `Some` when connected; a descriptor shortage ends the whole attempt
+/// (every other server would fail the same way).
+async fn try_server(
+    backend: &Backend,
+    index: usize,
+    attempts: &mut Vec<Attempt>,
+    on_event: &impl Fn(Event<'_>),
+) -> Result<Option<Connected>, BackendError> {
+    let server = &backend.servers[index];
+    let passive = backend.health_check.is_none().then(|| &backend.passive[index]);
+    match connect_one(server, backend.connect_timeout).await {
+        Ok(mut connected) => {
+            connected.index = index;
+            if passive.is_some_and(|health| health.record_success() == Change::CameBack) {
+                tracing::info!(%server, "backend server up again: a connect succeeded");
+                on_event(Event::Up(server));
+            }
+            if !attempts.is_empty() {
+                let failed = BackendError { attempts: std::mem::take(attempts) };
+                tracing::warn!(%failed, server = %connected.server, "backend failover");
+            }
+            Ok(Some(connected))
+        }
+        Err(error) if error.is_local_exhaustion() => {
+            attempts.push(Attempt { server: server.clone(), failure: Failure::Connect(error) });
+            Err(BackendError { attempts: std::mem::take(attempts) })
+        }
+        Err(error) => {
+            on_event(Event::ConnectFailed(server));
+            let change =
+                passive.map(|health| health.record_failure(backend.max_fails, backend.fail_timeout, Instant::now()));
+            if change == Some(Change::WentDown) {
+                let fail_timeout = backend.fail_timeout;
+                tracing::warn!(%server, %error, max_fails = backend.max_fails, ?fail_timeout, "backend server down: connects failed");
+                on_event(Event::Down(server));
+            }
+            attempts.push(Attempt { server: server.clone(), failure: Failure::Connect(error) });
+            Ok(None)
+        }
+    }
+}
+
 /// One connect attempt to one `host:port` (every address it resolves to, in order).
-pub async fn connect_one(server: &str, timeout: std::time::Duration) -> Result<Connected, String> {
+pub async fn connect_one(server: &str, timeout: Duration) -> Result<Connected, ConnectError> {
     let attempt = async {
         let addresses: Vec<SocketAddr> = match server.parse::<SocketAddr>() {
             Ok(address) => vec![address],
-            Err(_) => {
-                tokio::net::lookup_host(server).await.map_err(|error| format!("cannot resolve: {error}"))?.collect()
-            }
+            Err(_) => tokio::net::lookup_host(server).await.map_err(ConnectError::Resolve)?.collect(),
         };
-        let mut last_error = String::from("name resolved to no address");
+        let mut last_error = ConnectError::NoAddress;
         for address in addresses {
             match TcpStream::connect(address).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(Connected { stream, server: address, index: 0 });
                 }
-                Err(error) => last_error = error.to_string(),
+                Err(error) if fd_limit::is_exhaustion(&error) => return Err(ConnectError::Io(error)),
+                Err(error) => last_error = ConnectError::Io(error),
             }
         }
         Err(last_error)
     };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err(format!("connect timed out after {timeout:?}")))
+    tokio::time::timeout(timeout, attempt).await.unwrap_or(Err(ConnectError::Timeout(timeout)))
 }

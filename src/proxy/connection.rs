@@ -263,11 +263,17 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
     }
 }
 
-/// Connects the route's backend, counting each failed server.
+/// Connects the route's backend, counting each failed connect; a shortage of descriptors here is
+/// the proxy's, not the backend's.
 async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Connected, Close> {
-    Box::pin(backend::connect(&route.backend)).await.map_err(|error| {
-        for attempt in &error.attempts {
-            context.metrics.backend_connect_failed(&route.name, &attempt.server);
+    let on_event = |event: backend::Event<'_>| match event {
+        backend::Event::ConnectFailed(server) => context.metrics.backend_connect_failed(&route.name, server),
+        backend::Event::Down(server) => context.metrics.backend_health(&route.name, server, false),
+        backend::Event::Up(server) => context.metrics.backend_health(&route.name, server, true),
+    };
+    Box::pin(backend::connect(&route.backend, on_event)).await.map_err(|error| {
+        if error.is_local_exhaustion() {
+            return Close::because("local_fd_exhausted", error);
         }
         Close::because("backend_unavailable", error)
     })
@@ -478,6 +484,12 @@ fn header(version: ProxyProtocol, meta: &Meta) -> Result<Vec<u8>, Close> {
 fn end_to_close(end: relay::End, registration: &Registration) -> Close {
     let cause = end.cause();
     match end {
+        // A pipe or socket the relay could not open: the proxy's shortage, not either peer's fault.
+        relay::End::ClientError(error) | relay::End::BackendError(error)
+            if crate::ops::fd_limit::is_exhaustion(&error) =>
+        {
+            Close::because("local_fd_exhausted", error)
+        }
         relay::End::ClientError(error) | relay::End::BackendError(error) => Close::because(cause, error),
         relay::End::Shutdown => Close::new(registration.close_reason().unwrap_or(cause)),
         _ => Close::new(cause),

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
+pub mod passive_health;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;

@@ -148,6 +148,9 @@ mod tests {
                 health_check: None,
                 server_up: vec![Default::default()],
                 on_backend_down: Default::default(),
+                max_fails: 1,
+                fail_timeout: std::time::Duration::from_secs(10),
+                passive: vec![Default::default()],
             },
         }
     }

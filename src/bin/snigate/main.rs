@@ -156,6 +156,10 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME_FAILURE);
         }
     };
+    match snigate::fd_limit::raise() {
+        Ok(nofile) => tracing::info!(soft = nofile.soft, hard = nofile.hard, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "keeping the open-file limit"),
+    }
     let code = runtime.block_on(async move {
         let server = match Server::bind(config).await {
             Ok(server) => server,

@@ -1,5 +1,8 @@
 //! Bidirectional copy between client and backend: half-close propagated (one side's EOF becomes
 //! a write shutdown on the other), an idle timeout over both directions, bytes counted each way.
+//! A TLS peer that closes TCP without close_notify (rustls: `UnexpectedEof`) has closed, like any
+//! other EOF: MQTT and many TLS clients end that way after their last message, and the stream
+//! above TLS (MQTT DISCONNECT, the protocol's own framing) says whether it was complete.
 //!
 //! The copy is readiness-driven: bytes are read into a per-thread scratch buffer and written on
 //! at once, so an idle connection holds no copy buffer at all (MQTT fleets keep tens of thousands
@@ -61,6 +64,12 @@ impl End {
             End::BackendError(_) => "backend_error",
         }
     }
+}
+
+/// Whether a shutdown failed only because the peer already left (it reset the connection after
+/// its own close): nothing was left to deliver, so the close is still an orderly one.
+pub(crate) fn peer_left(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::NotConnected | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
 /// One direction's copy state.
@@ -138,12 +147,20 @@ impl Half {
                 self.needs_flush = false;
             }
             if self.eof {
-                ready!(writer.as_mut().poll_shutdown(cx)).map_err(HalfError::Write)?;
+                match ready!(writer.as_mut().poll_shutdown(cx)) {
+                    Ok(()) => {}
+                    Err(error) if peer_left(&error) => {}
+                    Err(error) => return Poll::Ready(Err(HalfError::Write(error))),
+                }
                 self.done = true;
                 continue;
             }
             let mut buffer = ReadBuf::new(scratch);
-            ready!(reader.as_mut().poll_read(cx, &mut buffer)).map_err(HalfError::Read)?;
+            match ready!(reader.as_mut().poll_read(cx, &mut buffer)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {}
+                Err(error) => return Poll::Ready(Err(HalfError::Read(error))),
+            }
             let read = buffer.filled().len();
             if read == 0 {
                 self.eof = true;

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{both, drive, End, HalfError, Transferred};
+use super::{both, drive, peer_left, End, HalfError, Transferred};
 
 /// Pipe capacity asked for, and so the bytes moved per splice: fewer, larger splices per GB.
 /// Where the kernel refuses (`fs.pipe-max-size`, the per-user pipe page quota) the pipe keeps its
@@ -30,7 +30,7 @@ use super::{both, drive, End, HalfError, Transferred};
 const PIPE_BYTES: usize = 256 * 1024;
 
 /// Drained pipes kept per thread for the next burst; beyond this they are closed.
-const POOLED_PIPES_PER_THREAD: usize = 32;
+pub(crate) const POOLED_PIPES_PER_THREAD: usize = 32;
 
 thread_local! {
     static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -104,7 +104,11 @@ impl Half {
                 pipe.give_back();
             }
             if self.eof {
-                socket2::SockRef::from(to).shutdown(Shutdown::Write).map_err(HalfError::Write)?;
+                match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
+                    Ok(()) => {}
+                    Err(error) if peer_left(&error) => {}
+                    Err(error) => return Poll::Ready(Err(HalfError::Write(error))),
+                }
                 self.done = true;
                 continue;
             }
