@@ -4,6 +4,9 @@
 use std::fmt;
 use std::path::PathBuf;
 
+/// The line of a finding about the file as a whole (lines are 1-based, so it names none).
+pub(super) const WHOLE_FILE: usize = 0;
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {

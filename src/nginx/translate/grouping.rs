@@ -9,6 +9,15 @@ use super::maps::Setting;
 use super::translator::Translator;
 use super::upstream::Upstream;
 
+/// Where each setting's value sits in a group's values: the backend, then, when terminating, the
+/// certificate and the key (the order `server` passes the settings in).
+const BACKEND: usize = 0;
+const CERT: usize = 1;
+const KEY: usize = 2;
+
+/// The first repeat of a route name is written `name-2` (the first one is plain `name`).
+const FIRST_REPEAT: usize = 2;
+
 /// Hostnames grouped by the values the per-hostname settings give them.
 pub(super) struct Grouping {
     /// (values in settings order: backend, then certificate and key when terminating; hostnames),
@@ -72,26 +81,26 @@ impl Translator {
     ) -> Option<()> {
         let mut per_backend: HashMap<&str, usize> = HashMap::new();
         for (values, _) in &grouping.groups {
-            *per_backend.entry(values[0].as_str()).or_default() += 1;
+            *per_backend.entry(values[BACKEND].as_str()).or_default() += 1;
         }
         let mut names_used = HashSet::new();
         for (values, sni) in &grouping.groups {
-            let backend = &values[0];
+            let backend = &values[BACKEND];
             let mut name = route_name(backend);
             if per_backend.get(backend.as_str()).copied().unwrap_or(0) > 1 {
                 let first = sni.first().map_or("default", |first| first.trim_start_matches("*."));
                 name = format!("{name}-{}", route_name(first));
             }
             let mut unique = name.clone();
-            let mut counter = 2;
+            let mut counter = FIRST_REPEAT;
             while !names_used.insert(unique.clone()) {
                 unique = format!("{name}-{counter}");
                 counter += 1;
             }
             let (servers, origin) = self.servers(backend, proxy_pass, upstreams)?;
             let tls = template.tls.as_ref().map(|common| yaml::Tls {
-                cert: self.path(&values[1]),
-                key: self.path(&values[2]),
+                cert: self.path(&values[CERT]),
+                key: self.path(&values[KEY]),
                 ..common.clone()
             });
             if Some(values) == grouping.default.as_ref() {

@@ -8,6 +8,10 @@ use super::super::yaml::RoutesFile;
 use super::settings::Settings;
 use super::translator::Translator;
 
+/// The prefix length that makes a bare `set_real_ip_from` address one host.
+const IPV4_HOST_PREFIX: u8 = 32;
+const IPV6_HOST_PREFIX: u8 = 128;
+
 impl Translator {
     /// `listen` lines: the addresses, whether they terminate TLS, whether they read PROXY headers.
     pub(super) fn listen(&mut self, settings: &Settings, server: &Directive, file: &mut RoutesFile) -> (bool, bool) {
@@ -66,8 +70,8 @@ impl Translator {
             for address in &directive.args {
                 let cidr = match (address.contains('/'), address.contains(':')) {
                     (true, _) => address.clone(),
-                    (false, true) => format!("{address}/128"),
-                    (false, false) => format!("{address}/32"),
+                    (false, true) => format!("{address}/{IPV6_HOST_PREFIX}"),
+                    (false, false) => format!("{address}/{IPV4_HOST_PREFIX}"),
                 };
                 if cidr.parse::<ipnet::IpNet>().is_ok() {
                     file.accept_proxy_from.push(cidr);

@@ -39,6 +39,9 @@ use diagnostic::in_file_order;
 use directives::IGNORED_TOP_LEVEL;
 use translator::Translator;
 
+/// `--server N` counts the `server {}` blocks of `stream {}` from 1, as the error listing them does.
+const FIRST_SERVER: usize = 1;
+
 /// Choices the command line makes.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -82,8 +85,8 @@ impl Translator {
                 self.error_in_file("`stream {}` has no `server {}`: nothing to translate".into());
                 return None;
             }
-            ([only], None | Some(1)) => *only,
-            (all, Some(index)) if (1..=all.len()).contains(&index) => all[index - 1],
+            ([only], None | Some(FIRST_SERVER)) => *only,
+            (all, Some(index)) if (FIRST_SERVER..=all.len()).contains(&index) => all[index - FIRST_SERVER],
             (all, chosen) => {
                 let listed: Vec<String> = all
                     .iter()
@@ -91,7 +94,7 @@ impl Translator {
                     .map(|(i, server)| {
                         let listen = server.children().iter().find(|d| d.name == "listen");
                         let listen = listen.map(|d| d.args.join(" ")).unwrap_or_else(|| "no listen".into());
-                        format!("{} = {} ({})", i + 1, server.at(), listen)
+                        format!("{} = {} ({})", i + FIRST_SERVER, server.at(), listen)
                     })
                     .collect();
                 let why = match chosen {

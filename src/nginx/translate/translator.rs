@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::super::ast::Directive;
-use super::diagnostic::{Diagnostic, Severity};
+use super::diagnostic::{Diagnostic, Severity, WHOLE_FILE};
 
 pub(super) struct Translator {
     /// Every finding, in the order the steps made them.
@@ -42,7 +42,12 @@ impl Translator {
     }
 
     pub(super) fn error_in_file(&mut self, message: String) {
-        self.diagnostics.push(Diagnostic { severity: Severity::Error, file: self.main_file.clone(), line: 0, message });
+        self.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: self.main_file.clone(),
+            line: WHOLE_FILE,
+            message,
+        });
     }
 
     /// Relative certificate paths are relative to the main config's directory in nginx; the routes
