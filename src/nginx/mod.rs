@@ -14,6 +14,13 @@ pub mod yaml;
 
 use std::path::Path;
 
+// The library items the importer uses, named here only (the steps reach them through `super`):
+// hostname patterns, to refuse map keys the routes file could not hold; and, in tests, the
+// routes file's schema. Moving the importer into the binary changes `crate::` to `snigate::` here.
+#[cfg(test)]
+use crate::config::RawConfig;
+use crate::routes;
+
 pub use translate::{Diagnostic, Options, Severity};
 
 /// A translated config: the routes file text and the warnings about what differs from nginx.

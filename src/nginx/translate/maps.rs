@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::super::ast::Directive;
+use super::super::routes;
 use super::translator::Translator;
-use crate::routes;
 
 /// A `map` on the server name, its keys turned into snigate hostname patterns.
 pub(super) struct SniMap<'a> {

@@ -118,14 +118,14 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    use super::super::{ast, lexer};
+    use super::super::{ast, lexer, RawConfig};
     use super::grouping::route_name;
     use super::maps::variable_name;
     use super::units::parse_size;
     use super::*;
 
     /// Translates config text (no includes); the routes file as YAML, and the messages.
-    pub(super) fn run(text: &str) -> (Option<crate::config::RawConfig>, Vec<String>) {
+    pub(super) fn run(text: &str) -> (Option<RawConfig>, Vec<String>) {
         let tree = ast::parse(&lexer::tokenize(text).unwrap(), Arc::new(PathBuf::from("t.conf"))).unwrap();
         let (file, diagnostics) = translate(&tree, Path::new("/etc/nginx/t.conf"), &Options::default());
         let parsed = file.map(|file| yaml_serde::from_str(&file.render()).expect("rendered YAML parses"));
