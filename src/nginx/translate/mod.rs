@@ -9,11 +9,11 @@
 //! becomes the `default` route.
 //!
 //! This file reads the top level and chooses the server; each further step is a file:
-//! [`stream`] (what `stream {}` holds), [`maps`] and [`upstream`] (what a server may name),
-//! [`server`] (one server → the file) with [`settings`] (inheritance), [`listen`], [`limits`],
-//! [`tls`] and [`grouping`] (hostnames → routes), [`units`] (times and sizes), [`directives`]
-//! (which directives are translated, warned about or refused), and [`diagnostic`] /
-//! [`translator`] (the findings and the state that collects them).
+//! `stream` (what `stream {}` holds), `maps` and `upstream` (what a server may name),
+//! `server` (one server → the file) with `settings` (inheritance), `listen`, `limits`,
+//! `tls` and `grouping` (hostnames → routes), `units` (times and sizes), `directives`
+//! (which directives are translated, warned about or refused), and `diagnostic` /
+//! `translator` (the findings and the state that collects them).
 
 mod diagnostic;
 mod directives;
