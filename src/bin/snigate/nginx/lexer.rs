@@ -3,6 +3,7 @@
 //! begins a token. `${var}` inside a word is part of the word, not a block.
 
 use std::fmt;
+use std::iter::Peekable;
 
 /// One token and the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ impl LexError {
     }
 }
 
+/// The characters still to read.
+type Chars<'t> = Peekable<std::str::Chars<'t>>;
+
 /// Tokenizes a whole file.
 pub fn tokenize(text: &str) -> Result<Vec<Token>, LexError> {
     let mut tokens = Vec::new();
@@ -79,62 +83,78 @@ pub fn tokenize(text: &str) -> Result<Vec<Token>, LexError> {
             '"' | '\'' => {
                 let start = line;
                 chars.next();
-                let mut word = String::new();
-                loop {
-                    match chars.next() {
-                        None => return Err(LexError::UnterminatedQuote { line: start, quote: c }),
-                        Some(q) if q == c => break,
-                        Some('\\') => match chars.next() {
-                            None => return Err(LexError::UnterminatedQuote { line: start, quote: c }),
-                            Some(escaped) => {
-                                line += usize::from(escaped == '\n');
-                                unescape(escaped, &mut word);
-                            }
-                        },
-                        Some(other) => {
-                            line += usize::from(other == '\n');
-                            word.push(other);
-                        }
-                    }
-                }
+                let word = quoted(&mut chars, c, &mut line)?;
                 tokens.push(Token { kind: TokenKind::Word(word), line: start });
             }
             _ => {
                 let start = line;
-                let mut word = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_whitespace() || matches!(c, ';' | '{' | '}') {
-                        break;
-                    }
-                    chars.next();
-                    match c {
-                        '\\' => {
-                            if let Some(escaped) = chars.next() {
-                                line += usize::from(escaped == '\n');
-                                unescape(escaped, &mut word);
-                            }
-                        }
-                        '$' if chars.peek() == Some(&'{') => {
-                            word.push('$');
-                            loop {
-                                match chars.next() {
-                                    None | Some('\n') => return Err(LexError::UnterminatedVariable { line: start }),
-                                    Some('}') => {
-                                        word.push('}');
-                                        break;
-                                    }
-                                    Some(inner) => word.push(inner),
-                                }
-                            }
-                        }
-                        _ => word.push(c),
-                    }
-                }
+                let word = bare_word(&mut chars, &mut line)?;
                 tokens.push(Token { kind: TokenKind::Word(word), line: start });
             }
         }
     }
     Ok(tokens)
+}
+
+/// The rest of a string opened by `quote` (already read), through its closing quote.
+fn quoted(chars: &mut Chars, quote: char, line: &mut usize) -> Result<String, LexError> {
+    let start = *line;
+    let mut word = String::new();
+    loop {
+        match chars.next() {
+            None => return Err(LexError::UnterminatedQuote { line: start, quote }),
+            Some(q) if q == quote => return Ok(word),
+            Some('\\') => match chars.next() {
+                None => return Err(LexError::UnterminatedQuote { line: start, quote }),
+                Some(escaped) => {
+                    *line += usize::from(escaped == '\n');
+                    unescape(escaped, &mut word);
+                }
+            },
+            Some(other) => {
+                *line += usize::from(other == '\n');
+                word.push(other);
+            }
+        }
+    }
+}
+
+/// A word up to whitespace, `;`, `{` or `}`; a `${var}` in it is kept whole.
+fn bare_word(chars: &mut Chars, line: &mut usize) -> Result<String, LexError> {
+    let start = *line;
+    let mut word = String::new();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() || matches!(c, ';' | '{' | '}') {
+            break;
+        }
+        chars.next();
+        match c {
+            '\\' => {
+                if let Some(escaped) = chars.next() {
+                    *line += usize::from(escaped == '\n');
+                    unescape(escaped, &mut word);
+                }
+            }
+            '$' if chars.peek() == Some(&'{') => braced_variable(chars, &mut word, start)?,
+            _ => word.push(c),
+        }
+    }
+    Ok(word)
+}
+
+/// `${name}` after its `$` (already read), onto `word`; it must close on its line.
+fn braced_variable(chars: &mut Chars, word: &mut String, start: usize) -> Result<(), LexError> {
+    word.push('$');
+    loop {
+        match chars.next() {
+            None | Some('\n') => return Err(LexError::UnterminatedVariable { line: start }),
+            Some('}') => {
+                word.push('}');
+                return Ok(());
+            }
+            Some(inner) => word.push(inner),
+        }
+    }
 }
 
 /// Like nginx: `\t`, `\r`, `\n`, and a backslash before a quote, `\` or a space drop the backslash;

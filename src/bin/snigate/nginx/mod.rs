@@ -14,6 +14,13 @@ pub mod yaml;
 
 use std::path::Path;
 
+// The library items the importer uses, named here only (the steps reach them through `super`):
+// hostname patterns, to refuse map keys the routes file could not hold; and, in tests, the
+// routes file's schema. The importer is part of the command, so it reaches the library as `snigate`.
+#[cfg(test)]
+use snigate::config::RawConfig;
+use snigate::routes;
+
 pub use translate::{Diagnostic, Options, Severity};
 
 /// A translated config: the routes file text and the warnings about what differs from nginx.

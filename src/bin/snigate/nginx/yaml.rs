@@ -178,7 +178,7 @@ mod tests {
             }],
             ..RoutesFile::default()
         };
-        let parsed: snigate::config::RawConfig = yaml_serde::from_str(&file.render()).unwrap();
+        let parsed: super::super::RawConfig = yaml_serde::from_str(&file.render()).unwrap();
         assert_eq!(parsed.routes[0].name, "n: x");
         assert_eq!(parsed.listen.len(), 1);
     }
