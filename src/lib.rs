@@ -14,6 +14,7 @@ pub mod inbound;
 pub mod ip_limit;
 pub mod metrics;
 pub mod nginx;
+pub mod pem_files;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;
@@ -25,3 +26,5 @@ pub mod signals;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod tls;
+pub mod yaml_depth;
+pub mod yaml_position;

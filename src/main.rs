@@ -109,6 +109,12 @@ fn init_logging(format: LogFormat) {
 
 fn check(path: &Path) -> ExitCode {
     match config::load(path) {
+        // `run` serves these with a warning; `check` is where they must be seen.
+        Ok(config) if !config.certificate_problems.is_empty() => {
+            eprintln!("{}", config::ConfigErrors(config.certificate_problems.clone()));
+            eprintln!("{}: {} problem(s)", path.display(), config.certificate_problems.len());
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
         Ok(config) => {
             println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
             ExitCode::SUCCESS
@@ -127,7 +133,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
-        Ok(config) => config,
+        Ok(config) => {
+            config.warn_certificate_problems();
+            config
+        }
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::from(EXIT_CONFIG_INVALID);

@@ -261,7 +261,10 @@ fn reload(
     let context = shared.context.load_full();
     let metrics = &context.metrics;
     let config = match config::load(path) {
-        Ok(config) => config,
+        Ok(config) => {
+            config.warn_certificate_problems();
+            config
+        }
         Err(errors) => {
             metrics.config_loaded(false);
             return Err(errors.into());
