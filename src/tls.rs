@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::CertificateRevocationListDer;
@@ -183,7 +183,7 @@ fn server_config(
     if raw.session_resumption {
         // Each route gets its own cache and ticket key, so a session never resumes on another
         // tenant's route (the nginx CVE-2025-23419 class of bypass).
-        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        config.session_storage = Arc::new(LazySessionCache::default());
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|error| {
             vec![TlsProblem::setting("session_resumption", format!("cannot make a ticket key: {error}"))]
         })?;
@@ -192,6 +192,29 @@ fn server_config(
         config.send_tls13_tickets = 0;
     }
     Ok(config)
+}
+
+/// A route's stateful resumption cache, allocated on its first session: the 4,096-entry table
+/// is most of an idle route's memory, and most routes of a many-tenant file rarely resume.
+#[derive(Debug, Default)]
+struct LazySessionCache(std::sync::OnceLock<Arc<ServerSessionMemoryCache>>);
+
+impl StoresServerSessions for LazySessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES)).put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get()?.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get()?.take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
 }
 
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
