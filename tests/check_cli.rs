@@ -313,6 +313,21 @@ fn run_loads_an_expired_certificate_with_a_warning_only() {
 }
 
 #[test]
+fn check_with_warn_certificates_passes_an_expired_certificate_with_a_warning() {
+    let f = files();
+    let (cert, key) = expired_cert(&f.pki);
+    let config = f.pki.write("expired-warn.yaml", &terminate_route("a.test", &cert, &key));
+    let output = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["check", "--warn-certificates", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run snigate check");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: ") && err.contains("expired on"), "{err}");
+}
+
+#[test]
 fn check_refuses_a_certificate_that_does_not_cover_a_route_name() {
     let f = files();
     // a.pem names a.test and *.a.test: x.a.test is covered, deep.x.a.test and b.test are not.
