@@ -505,34 +505,13 @@ fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, Co
 
     let spans = at.route_spans(raw.routes.iter().map(|route| route.name.as_str()));
     let mut files = Files::new(path);
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut hostnames: HashMap<String, &str> = HashMap::new();
+    let mut names = Names::default();
     let mut cache = tls::LoadCache::default();
     let now = unix_now();
     let mut routes = Vec::new();
-    let mut patterns = Vec::new();
     for (raw_route, &span) in raw.routes.iter().zip(&spans) {
-        if raw_route.name.is_empty() {
-            found.errors.push(report.error((span.start, 1), "route `name` must not be empty".into()));
-        }
-        if names.insert(&raw_route.name, routes.len()).is_some() {
-            let position = at.find_value("name", &raw_route.name, span);
-            found.errors.push(report.error(position, format!("duplicate route name {:?}", raw_route.name)));
-        }
-        let first_pattern = patterns.len();
-        for pattern in &raw_route.sni {
-            let position = at.find(pattern, span);
-            match routes::Pattern::parse(pattern) {
-                Ok(parsed) => {
-                    if let Some(other) = hostnames.insert(parsed.key(), &raw_route.name) {
-                        let message = format!("hostname {pattern:?} is already used by route {other:?}");
-                        found.errors.push(report.error(position, message));
-                    }
-                    patterns.push((parsed, routes.len()));
-                }
-                Err(reason) => found.errors.push(report.error(position, format!("bad hostname {pattern:?}: {reason}"))),
-            }
-        }
+        let first_pattern = names.patterns.len();
+        names.add(raw_route, routes.len(), report, span, &mut found.errors);
         let backend = build_backend(raw_route, report, span, &mut found.errors);
         if let (Mode::Terminate, Some(raw_tls)) = (raw_route.mode, &raw_route.tls) {
             let named = [&raw_tls.cert, &raw_tls.key].into_iter().chain(&raw_tls.client_ca).chain(&raw_tls.crl);
@@ -540,31 +519,14 @@ fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, Co
         }
         let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
-            let sni = patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
+            let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);
             check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
         }
         routes.push(Route { name: raw_route.name.clone(), mode: raw_route.mode, tls: route_tls, backend });
     }
 
-    let default = match raw.default.as_deref() {
-        None | Some("reject") => None,
-        Some(name) => match names.get(name) {
-            Some(&index) => Some(index),
-            None => {
-                let position = at.find_value(
-                    "default",
-                    name,
-                    Span { start: 1, end: spans.first().map_or(at.line_count() + 1, |s| s.start) },
-                );
-                found
-                    .errors
-                    .push(report.error(position, format!("`default` names route {name:?}, which does not exist")));
-                None
-            }
-        },
-    };
-
+    let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
     if !found.errors.is_empty() {
         let mut errors = found.errors;
         errors.append(&mut found.certificate);
@@ -579,10 +541,64 @@ fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, Co
         admin: raw.admin,
         accept_proxy_from: raw.accept_proxy_from,
         limits,
-        routes: Arc::new(RouteTable::new(routes, patterns, default)),
+        routes: Arc::new(RouteTable::new(routes, names.patterns, default)),
         files: files.list,
         certificate_problems: found.certificate,
     })
+}
+
+/// Route names and hostnames seen so far: each may be used by one route only.
+#[derive(Default)]
+struct Names<'r> {
+    routes: HashMap<&'r str, usize>,
+    hostnames: HashMap<String, &'r str>,
+    patterns: Vec<(routes::Pattern, usize)>,
+}
+
+impl<'r> Names<'r> {
+    /// Checks route `index`'s name and `sni` entries and records them.
+    fn add(
+        &mut self,
+        raw_route: &'r RawRoute,
+        index: usize,
+        report: &Reporter,
+        span: Span,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        if raw_route.name.is_empty() {
+            errors.push(report.error((span.start, 1), "route `name` must not be empty".into()));
+        }
+        if self.routes.insert(&raw_route.name, index).is_some() {
+            let position = report.at.find_value("name", &raw_route.name, span);
+            errors.push(report.error(position, format!("duplicate route name {:?}", raw_route.name)));
+        }
+        for pattern in &raw_route.sni {
+            let position = report.at.find(pattern, span);
+            match routes::Pattern::parse(pattern) {
+                Ok(parsed) => {
+                    if let Some(other) = self.hostnames.insert(parsed.key(), &raw_route.name) {
+                        let message = format!("hostname {pattern:?} is already used by route {other:?}");
+                        errors.push(report.error(position, message));
+                    }
+                    self.patterns.push((parsed, index));
+                }
+                Err(reason) => errors.push(report.error(position, format!("bad hostname {pattern:?}: {reason}"))),
+            }
+        }
+    }
+
+    /// The index of the route `default:` names; `None` for `reject` or (recorded) a missing one.
+    fn default_route(&self, name: &str, report: &Reporter, errors: &mut Vec<ConfigError>) -> Option<usize> {
+        if name == "reject" {
+            return None;
+        }
+        let index = self.routes.get(name).copied();
+        if index.is_none() {
+            let position = report.at.find_value("default", name, report.at.whole());
+            errors.push(report.error(position, format!("`default` names route {name:?}, which does not exist")));
+        }
+        index
+    }
 }
 
 /// The files a config names, each once, in the order first named.
