@@ -6,7 +6,7 @@
 //! [`validate`] checks what the schema cannot express (duplicate hostnames, bad wildcards, files,
 //! certificate/key pairs) and builds the runtime [`Config`] with every TLS config ready to serve.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod yaml_depth;
+mod yaml_position;
+
+pub use yaml_depth::MAX_DEPTH as MAX_NESTING_DEPTH;
+
+use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::routes::{self, RouteTable};
 use crate::proxy::tls;
+use yaml_position::{Locator, Position, Span};
 
 /// Whole ClientHello deadline: a real client sends its hello in one flight, well under a second.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -363,6 +370,19 @@ pub struct Config {
     pub routes: Arc<RouteTable>,
     /// The config file and every certificate, key, CA and CRL file it names: what reload watches.
     pub files: Vec<PathBuf>,
+    /// Expired certificates and certificates that do not cover their route's names: `check`
+    /// fails on them; `run` and reload log them and serve (an expiring certificate must not
+    /// take a running fleet down).
+    pub certificate_problems: Vec<ConfigError>,
+}
+
+impl Config {
+    /// Logs [`Config::certificate_problems`] as warnings.
+    pub fn warn_certificate_problems(&self) {
+        for problem in &self.certificate_problems {
+            tracing::warn!(%problem, "certificate problem; serving it anyway");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,6 +399,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // No position (the file cannot be read, say): `file:0:0:` would point nowhere.
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
     }
 }
@@ -399,52 +423,14 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Finds where a value sits in the YAML text, for errors the parser cannot place.
-struct Locator<'a> {
+/// Turns positions into errors for one file.
+struct Reporter<'a> {
     file: &'a Path,
-    source: &'a str,
+    at: Locator<'a>,
 }
 
-impl Locator<'_> {
-    /// Line of `needle` at or after `from_line` (1-based), as a whole word; the value's column.
-    fn find(&self, needle: &str, from_line: usize) -> (usize, usize) {
-        if needle.is_empty() {
-            // An empty value (`default: ""`) cannot be searched for; point at the line searched from.
-            return (from_line, 1);
-        }
-        for (index, line) in self.source.lines().enumerate().skip(from_line.saturating_sub(1)) {
-            let content = line.split(" #").next().unwrap_or(line);
-            let mut start = 0;
-            while let Some(offset) = content[start..].find(needle) {
-                let at = start + offset;
-                let before = content[..at].chars().next_back();
-                let after = content[at + needle.len()..].chars().next();
-                let boundary =
-                    |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '*')));
-                if boundary(before) && boundary(after) {
-                    return (index + 1, content[..at].chars().count() + 1);
-                }
-                start = at + needle.len();
-            }
-        }
-        (0, 0)
-    }
-
-    /// Line of the `name: <route>` entry that starts a route.
-    fn route_line(&self, route: &str) -> usize {
-        for (index, line) in self.source.lines().enumerate() {
-            let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
-            if let Some(rest) = trimmed.strip_prefix("name:") {
-                let value = rest.split(" #").next().unwrap_or(rest).trim().trim_matches(['"', '\'']);
-                if value == route {
-                    return index + 1;
-                }
-            }
-        }
-        1
-    }
-
-    fn error(&self, position: (usize, usize), message: String) -> ConfigError {
+impl Reporter<'_> {
+    fn error(&self, position: Position, message: String) -> ConfigError {
         ConfigError { file: self.file.to_path_buf(), line: position.0, column: position.1, message }
     }
 }
@@ -467,117 +453,106 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `path` names it in errors and anchors relative file paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let raw: RawConfig = yaml_serde::from_str(source).map_err(|error| {
-        let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = error.to_string();
-        // The position goes in front, as for every other problem.
-        let message = match message.rfind(" at line ") {
-            Some(at) if line > 0 => message[..at].to_string(),
-            _ => message,
-        };
-        ConfigErrors(vec![ConfigError { file: path.to_path_buf(), line, column, message }])
-    })?;
-    validate(raw, source, path)
+    let report = Reporter { file: path, at: Locator::new(source) };
+    let raw = parse_raw(source, &report).map_err(|error| ConfigErrors(vec![error]))?;
+    validate(raw, &report, path)
 }
 
-fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    let locator = Locator { file: path, source };
+/// The text as [`RawConfig`]: nesting bounded first, merge keys (`<<: *anchor`) applied.
+fn parse_raw(source: &str, report: &Reporter) -> Result<RawConfig, ConfigError> {
+    if let Err(deep) = yaml_depth::check(source) {
+        return Err(report.error(
+            (deep.line, deep.column),
+            format!("nesting deeper than {} levels: a routes file needs far fewer", yaml_depth::MAX_DEPTH),
+        ));
+    }
+    if !has_merge_key(source) {
+        // The typed path keeps the parser's exact position for every error.
+        return yaml_serde::from_str(source).map_err(|error| yaml_error(error, report));
+    }
+    let mut value: yaml_serde::Value = yaml_serde::from_str(source).map_err(|error| yaml_error(error, report))?;
+    value.apply_merge().map_err(|error| yaml_error(error, report))?;
+    yaml_serde::from_value(value).map_err(|error| {
+        // Values carry no positions: point at the field the message names, if it is in the text.
+        let message = error.to_string();
+        let field = message.split('`').nth(1).unwrap_or_default();
+        let position = report.at.find_key(field, report.at.whole()).unwrap_or((0, 0));
+        report.error(position, message)
+    })
+}
+
+/// Whether the text uses a YAML merge key (`<<:`) outside a comment or quoted value.
+fn has_merge_key(source: &str) -> bool {
+    source.lines().any(|line| {
+        let code = line.split(" #").next().unwrap_or(line);
+        code.trim_start().trim_start_matches(['-', ' ', '{']).starts_with("<<:") || code.contains(", <<:")
+    })
+}
+
+fn yaml_error(error: yaml_serde::Error, report: &Reporter) -> ConfigError {
+    let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let message = error.to_string();
+    // The position goes in front, as for every other problem.
+    let message = match message.rfind(" at line ") {
+        Some(at) if line > 0 => message[..at].to_string(),
+        _ => message,
+    };
+    report.error((line, column), message)
+}
+
+/// What validation collects: problems that refuse the file, and certificate problems that
+/// `check` refuses but `run` and reload only warn about.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<ConfigError>,
+    certificate: Vec<ConfigError>,
+}
+
+fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, ConfigErrors> {
+    let at = &report.at;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let mut errors = Vec::new();
-
-    if raw.listen.is_empty() {
-        errors.push(locator.error(locator.find("listen", 1), "`listen` needs at least one address".into()));
+    let mut found = Findings::default();
+    for (key, empty, what) in
+        [("listen", raw.listen.is_empty(), "one address"), ("routes", raw.routes.is_empty(), "one route")]
+    {
+        if empty {
+            let position = at.find_key(key, at.whole()).unwrap_or((1, 1));
+            found.errors.push(report.error(position, format!("`{key}` needs at least {what}")));
+        }
     }
-    if raw.routes.is_empty() {
-        errors.push(locator.error(locator.find("routes", 1), "`routes` needs at least one route".into()));
-    }
+    let limits = build_limits(&raw.limits, report, &mut found.errors);
 
-    let limits = build_limits(&raw.limits, &locator, &mut errors);
-
-    let mut files = vec![path.to_path_buf()];
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut hostnames: HashMap<String, &str> = HashMap::new();
+    let spans = at.route_spans(raw.routes.iter().map(|route| route.name.as_str()));
+    let mut files = Files::new(path);
+    let mut names = Names::default();
+    let mut cache = tls::LoadCache::default();
+    let now = unix_now();
     let mut routes = Vec::new();
-    let mut patterns = Vec::new();
-    for raw_route in &raw.routes {
-        let route_line = locator.route_line(&raw_route.name);
-        if raw_route.name.is_empty() {
-            errors.push(locator.error((route_line, 1), "route `name` must not be empty".into()));
-        }
-        if names.insert(&raw_route.name, routes.len()).is_some() {
-            errors.push(locator.error(
-                locator.find(&raw_route.name, route_line),
-                format!("duplicate route name {:?}", raw_route.name),
-            ));
-        }
-        for pattern in &raw_route.sni {
-            let position = locator.find(pattern, route_line);
-            match routes::Pattern::parse(pattern) {
-                Ok(parsed) => {
-                    if let Some(other) = hostnames.insert(parsed.key(), &raw_route.name) {
-                        errors.push(
-                            locator.error(position, format!("hostname {pattern:?} is already used by route {other:?}")),
-                        );
-                    }
-                    patterns.push((parsed, routes.len()));
-                }
-                Err(reason) => errors.push(locator.error(position, format!("bad hostname {pattern:?}: {reason}"))),
-            }
-        }
-        let backend = build_backend(raw_route, &locator, route_line, &mut errors);
+    for (raw_route, &span) in raw.routes.iter().zip(&spans) {
+        let first_pattern = names.patterns.len();
+        names.add(raw_route, routes.len(), report, span, &mut found.errors);
+        let backend = build_backend(raw_route, report, span, &mut found.errors);
         if let (Mode::Terminate, Some(raw_tls)) = (raw_route.mode, &raw_route.tls) {
             let named = [&raw_tls.cert, &raw_tls.key].into_iter().chain(&raw_tls.client_ca).chain(&raw_tls.crl);
-            files.extend(named.map(|file| base_dir.join(file)));
+            named.for_each(|file| files.add(base_dir.join(file)));
         }
-        let route_tls = match (raw_route.mode, &raw_route.tls) {
-            (Mode::Terminate, Some(raw_tls)) => match tls::RouteTls::build(raw_tls, backend.identity, base_dir) {
-                Ok(route_tls) => Some(route_tls),
-                Err(problems) => {
-                    for problem in problems {
-                        let position = locator.find(&problem.value, route_line);
-                        errors.push(locator.error(position, problem.message));
-                    }
-                    None
-                }
-            },
-            (Mode::Terminate, None) => {
-                errors.push(locator.error(
-                    locator.find("mode", route_line),
-                    format!("route {:?} has `mode: terminate` but no `tls:` section", raw_route.name),
-                ));
-                None
-            }
-            (mode, Some(_)) => {
-                tracing::warn!(
-                    route = %raw_route.name,
-                    "`tls:` is ignored on a {} route: only terminate routes use it",
-                    mode.as_str()
-                );
-                None
-            }
-            (_, None) => None,
-        };
+        let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
+        if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
+            let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
+            let sni = raw_route.sni.iter().zip(sni);
+            check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
+        }
         routes.push(Route { name: raw_route.name.clone(), mode: raw_route.mode, tls: route_tls, backend });
     }
 
-    let default = match raw.default.as_deref() {
-        None | Some("reject") => None,
-        Some(name) => match names.get(name) {
-            Some(&index) => Some(index),
-            None => {
-                errors.push(
-                    locator
-                        .error(locator.find(name, 1), format!("`default` names route {name:?}, which does not exist")),
-                );
-                None
-            }
-        },
-    };
-
-    if !errors.is_empty() {
+    let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
+    if !found.errors.is_empty() {
+        let mut errors = found.errors;
+        errors.append(&mut found.certificate);
         errors.sort_by_key(|error| (error.line, error.column));
         return Err(ConfigErrors(errors));
     }
+    found.certificate.sort_by_key(|error| (error.line, error.column));
     Ok(Config {
         source: path.to_path_buf(),
         listen: raw.listen,
@@ -585,12 +560,166 @@ fn validate(raw: RawConfig, source: &str, path: &Path) -> Result<Config, ConfigE
         admin: raw.admin,
         accept_proxy_from: raw.accept_proxy_from,
         limits,
-        routes: Arc::new(RouteTable::new(routes, patterns, default)),
-        files,
+        routes: Arc::new(RouteTable::new(routes, names.patterns, default)),
+        files: files.list,
+        certificate_problems: found.certificate,
     })
 }
 
-fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError>) -> Limits {
+/// Route names and hostnames seen so far: each may be used by one route only.
+#[derive(Default)]
+struct Names<'r> {
+    routes: HashMap<&'r str, usize>,
+    hostnames: HashMap<String, &'r str>,
+    patterns: Vec<(routes::Pattern, usize)>,
+}
+
+impl<'r> Names<'r> {
+    /// Checks route `index`'s name and `sni` entries and records them.
+    fn add(
+        &mut self,
+        raw_route: &'r RawRoute,
+        index: usize,
+        report: &Reporter,
+        span: Span,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        if raw_route.name.is_empty() {
+            errors.push(report.error((span.start, 1), "route `name` must not be empty".into()));
+        }
+        if self.routes.insert(&raw_route.name, index).is_some() {
+            let position = report.at.find_value("name", &raw_route.name, span);
+            errors.push(report.error(position, format!("duplicate route name {:?}", raw_route.name)));
+        }
+        for pattern in &raw_route.sni {
+            let position = report.at.find(pattern, span);
+            match routes::Pattern::parse(pattern) {
+                Ok(parsed) => {
+                    if let Some(other) = self.hostnames.insert(parsed.key(), &raw_route.name) {
+                        let message = format!("hostname {pattern:?} is already used by route {other:?}");
+                        errors.push(report.error(position, message));
+                    }
+                    self.patterns.push((parsed, index));
+                }
+                Err(reason) => errors.push(report.error(position, format!("bad hostname {pattern:?}: {reason}"))),
+            }
+        }
+    }
+
+    /// The index of the route `default:` names; `None` for `reject` or (recorded) a missing one.
+    fn default_route(&self, name: &str, report: &Reporter, errors: &mut Vec<ConfigError>) -> Option<usize> {
+        if name == "reject" {
+            return None;
+        }
+        let index = self.routes.get(name).copied();
+        if index.is_none() {
+            let position = report.at.find_value("default", name, report.at.whole());
+            errors.push(report.error(position, format!("`default` names route {name:?}, which does not exist")));
+        }
+        index
+    }
+}
+
+/// The files a config names, each once, in the order first named.
+struct Files {
+    list: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
+}
+
+impl Files {
+    fn new(config: &Path) -> Files {
+        Files { list: vec![config.to_path_buf()], seen: HashSet::from([config.to_path_buf()]) }
+    }
+
+    fn add(&mut self, file: PathBuf) {
+        if self.seen.insert(file.clone()) {
+            self.list.push(file);
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The route's TLS state, or `None` with its problems recorded (or for a route without TLS).
+fn build_route_tls(
+    raw_route: &RawRoute,
+    identity: Identity,
+    base_dir: &Path,
+    cache: &mut tls::LoadCache,
+    report: &Reporter,
+    span: Span,
+    found: &mut Findings,
+) -> Option<tls::RouteTls> {
+    match (raw_route.mode, &raw_route.tls) {
+        (Mode::Terminate, Some(raw_tls)) => match tls::RouteTls::build(raw_tls, identity, base_dir, cache) {
+            Ok(route_tls) => Some(route_tls),
+            Err(problems) => {
+                for problem in problems {
+                    let position = report.at.find_value(problem.field, &problem.value, span);
+                    found.errors.push(report.error(position, problem.message));
+                }
+                None
+            }
+        },
+        (Mode::Terminate, None) => {
+            let position = report.at.find_key("mode", span).unwrap_or((span.start, 1));
+            let message = format!("route {:?} has `mode: terminate` but no `tls:` section", raw_route.name);
+            found.errors.push(report.error(position, message));
+            None
+        }
+        (mode, Some(_)) => {
+            tracing::warn!(
+                route = %raw_route.name,
+                "`tls:` is ignored on a {} route: only terminate routes use it",
+                mode.as_str()
+            );
+            None
+        }
+        (_, None) => None,
+    }
+}
+
+/// Most names a certificate-mismatch message lists.
+const NAMES_SHOWN: usize = 4;
+
+/// An expired (or not yet valid) certificate, and `sni` names it does not cover (RFC 6125).
+fn check_certificate<'s>(
+    leaf: &LeafFacts,
+    raw_tls: &RawTls,
+    sni: impl Iterator<Item = (&'s String, String)>,
+    now: i64,
+    report: &Reporter,
+    span: Span,
+    problems: &mut Vec<ConfigError>,
+) {
+    let cert = raw_tls.cert.display().to_string();
+    let cert_at = || report.at.find_value("cert", &cert, span);
+    if leaf.not_after < now {
+        problems.push(report.error(cert_at(), format!("certificate {cert} expired on {}", leaf.not_after_text)));
+    } else if leaf.not_before > now {
+        problems
+            .push(report.error(cert_at(), format!("certificate {cert} is not valid before {}", leaf.not_before_text)));
+    }
+    for (written, canonical) in sni {
+        if !pem_files::covers(&leaf.dns_names, &canonical) {
+            let mut shown = leaf.dns_names.iter().take(NAMES_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            if leaf.dns_names.len() > NAMES_SHOWN {
+                shown.push_str(", …");
+            }
+            if shown.is_empty() {
+                shown = "no DNS names".into();
+            }
+            let message = format!("certificate {cert} does not cover {written:?} (it names {shown})");
+            problems.push(report.error(report.at.find_value("sni", written, span), message));
+        }
+    }
+}
+
+fn build_limits(raw: &RawLimits, report: &Reporter, errors: &mut Vec<ConfigError>) -> Limits {
+    let key_at = |key: &str| report.at.find_key(key, report.at.whole()).unwrap_or((1, 1));
     let limits = Limits {
         hello_timeout: raw.hello_timeout.unwrap_or(DEFAULT_HELLO_TIMEOUT),
         max_hello_bytes: raw.max_hello_bytes.unwrap_or(DEFAULT_MAX_HELLO_BYTES),
@@ -604,14 +733,14 @@ fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError
     };
     // The smallest hello record header plus handshake header is 9 bytes; real hellos are > 100.
     if limits.max_hello_bytes < 512 {
-        errors.push(locator.error(
-            locator.find("max_hello_bytes", 1),
+        errors.push(report.error(
+            key_at("max_hello_bytes"),
             format!("max_hello_bytes {} is below the 512-byte minimum", limits.max_hello_bytes),
         ));
     }
     for (key, value) in [("max_connections", limits.max_connections), ("max_handshakes", limits.max_handshakes)] {
         if value == 0 {
-            errors.push(locator.error(locator.find(key, 1), format!("{key} must be at least 1")));
+            errors.push(report.error(key_at(key), format!("{key} must be at least 1")));
         }
     }
     for (key, value) in [
@@ -620,32 +749,29 @@ fn build_limits(raw: &RawLimits, locator: &Locator, errors: &mut Vec<ConfigError
         ("handshake_timeout", limits.handshake_timeout),
     ] {
         if value.is_zero() {
-            errors.push(locator.error(locator.find(key, 1), format!("{key} must be longer than 0")));
+            errors.push(report.error(key_at(key), format!("{key} must be longer than 0")));
         }
     }
     limits
 }
 
-fn build_backend(raw_route: &RawRoute, locator: &Locator, route_line: usize, errors: &mut Vec<ConfigError>) -> Backend {
+fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &mut Vec<ConfigError>) -> Backend {
+    let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
     let raw = &raw_route.backend;
     if raw.servers.is_empty() {
-        errors.push(locator.error(
-            locator.find("servers", route_line),
-            format!("route {:?} has no backend `servers`", raw_route.name),
-        ));
+        errors.push(report.error(key_at("servers"), format!("route {:?} has no backend `servers`", raw_route.name)));
     }
     for server in &raw.servers {
         if let Err(reason) = check_server_address(server) {
-            errors.push(
-                locator.error(locator.find(server, route_line), format!("bad backend server {server:?}: {reason}")),
-            );
+            errors.push(report.error(
+                report.at.find_value("servers", server, span),
+                format!("bad backend server {server:?}: {reason}"),
+            ));
         }
     }
     let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     if connect_timeout.is_zero() {
-        errors.push(
-            locator.error(locator.find("connect_timeout", route_line), "connect_timeout must be longer than 0".into()),
-        );
+        errors.push(report.error(key_at("connect_timeout"), "connect_timeout must be longer than 0".into()));
     }
     let health_check = raw.health_check.as_ref().map(|raw| HealthCheck {
         kind: raw.kind,
@@ -656,8 +782,8 @@ fn build_backend(raw_route: &RawRoute, locator: &Locator, route_line: usize, err
     });
     if let Some(check) = &health_check {
         if check.interval.is_zero() || check.timeout.is_zero() || check.rise == 0 || check.fall == 0 {
-            errors.push(locator.error(
-                locator.find("health_check", route_line),
+            errors.push(report.error(
+                key_at("health_check"),
                 "health_check interval and timeout must be longer than 0, rise and fall at least 1".into(),
             ));
         }

@@ -329,7 +329,10 @@ fn apply_loaded(
     let context = shared.context.load_full();
     let metrics = &context.metrics;
     let config = match loaded {
-        Ok(Ok(config)) => config,
+        Ok(Ok(config)) => {
+            config.warn_certificate_problems();
+            config
+        }
         Ok(Err(errors)) => {
             metrics.config_loaded(false);
             return Err(errors.into());

@@ -8,6 +8,7 @@ pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
 pub mod passive_health;
+pub mod pem_files;
 pub mod prefixed;
 pub mod proxy_header;
 pub mod relay;

@@ -49,19 +49,46 @@ pub enum Pattern {
     Wildcard(String),
 }
 
+/// Why `name` is not a hostname [`canonicalize`] accepts: the first rule it breaks.
+fn hostname_problem(name: &str) -> &'static str {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if !name.is_ascii() {
+        return "not ASCII: write an internationalised name in its IDNA `xn--` form \
+                (e.g. \"xn--bcher-kva.example\" for \"bücher.example\")";
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return "longer than 253 bytes";
+    }
+    if name.split('.').any(|label| label.len() > MAX_LABEL_BYTES) {
+        return "has a label longer than 63 bytes";
+    }
+    if name.split('.').any(str::is_empty) {
+        return "has an empty label (two dots in a row, or a leading dot)";
+    }
+    if name.split('.').any(|label| label.starts_with('-') || label.ends_with('-')) {
+        return "has a label that starts or ends with '-'";
+    }
+    if name.rsplit('.').next().is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit())) {
+        return "is an IP address or ends in an all-numeric label (SNI carries hostnames only)";
+    }
+    "not a hostname (letters, digits, '-' and '.' only; IP addresses are not allowed)"
+}
+
 impl Pattern {
     pub fn parse(text: &str) -> Result<Pattern, &'static str> {
         if let Some(suffix) = text.strip_prefix("*.") {
-            let canonical = canonicalize(suffix.as_bytes())
-                .ok_or("a wildcard is `*.` followed by a hostname, e.g. \"*.example.com\"")?;
-            return Ok(Pattern::Wildcard(format!(".{canonical}")));
+            return match canonicalize(suffix.as_bytes()) {
+                Some(canonical) => Ok(Pattern::Wildcard(format!(".{canonical}"))),
+                None if suffix.is_empty() || suffix.contains('*') => {
+                    Err("a wildcard is `*.` followed by a hostname, e.g. \"*.example.com\"")
+                }
+                None => Err(hostname_problem(suffix)),
+            };
         }
         if text.contains('*') {
             return Err("`*` is only allowed as the whole first label, e.g. \"*.example.com\"");
         }
-        canonicalize(text.as_bytes())
-            .map(Pattern::Exact)
-            .ok_or("not a hostname (letters, digits, '-' and '.' only; IP addresses are not allowed)")
+        canonicalize(text.as_bytes()).map(Pattern::Exact).ok_or_else(|| hostname_problem(text))
     }
 
     /// The key two routes may not share.
@@ -243,5 +270,14 @@ mod tests {
         assert!(Pattern::parse("**.test").is_err());
         assert!(Pattern::parse("10.0.0.1").is_err());
         assert_eq!(Pattern::parse("*.A.Test.").unwrap(), Pattern::Wildcard(".a.test".into()));
+    }
+
+    #[test]
+    fn refused_hostnames_say_which_rule_they_break() {
+        let long_label = format!("{}.test", "a".repeat(64));
+        assert_eq!(Pattern::parse(&long_label), Err("has a label longer than 63 bytes"));
+        assert!(Pattern::parse("bücher.test").unwrap_err().contains("xn--"));
+        assert!(Pattern::parse("*.bücher.test").unwrap_err().contains("xn--"));
+        assert!(Pattern::parse("a..test").unwrap_err().contains("empty label"));
     }
 }

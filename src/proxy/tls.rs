@@ -2,18 +2,20 @@
 //! versions, resumption), built once at load time, and what a finished handshake tells the
 //! backend (TLS version, cipher, client-certificate identity).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::config::{ClientAuth, Identity, RawTls, TlsVersion};
+use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 
 /// Sessions each route's stateful resumption cache holds. Tickets (stateless) come on top.
 const SESSION_CACHE_ENTRIES: usize = 4096;
@@ -33,6 +35,8 @@ pub struct RouteTls {
     pub cert_key_alg: String,
     /// When the route's certificate expires, Unix seconds.
     pub cert_not_after: i64,
+    /// The chain and key served, shared by every route naming the same files in one load.
+    pub served: Arc<ServedKey>,
     pub identity: Identity,
     /// Close live sessions whose client certificate a reloaded CRL revokes.
     pub revoke_live: bool,
@@ -56,69 +60,67 @@ pub struct ClientCertId {
     pub serial: Vec<u8>,
 }
 
-/// A problem with a route's TLS settings; `value` is the text to point at in the YAML.
+/// A problem with a route's TLS settings: `field` is the `tls:` key it concerns and `value`
+/// the text under that key to point at (empty: the key itself).
 #[derive(Debug, Clone)]
 pub struct TlsProblem {
+    pub field: &'static str,
     pub value: String,
     pub message: String,
 }
 
 impl TlsProblem {
-    fn file(path: &Path, message: impl std::fmt::Display) -> TlsProblem {
-        TlsProblem { value: path.display().to_string(), message: format!("{}: {message}", path.display()) }
+    fn file(field: &'static str, path: &Path, message: impl std::fmt::Display) -> TlsProblem {
+        TlsProblem { field, value: path.display().to_string(), message: format!("{}: {message}", path.display()) }
     }
+
+    fn setting(field: &'static str, message: impl std::fmt::Display) -> TlsProblem {
+        TlsProblem { field, value: String::new(), message: message.to_string() }
+    }
+}
+
+/// What one load builds once and every route that names the same files shares: parsed files,
+/// served keys and client-certificate verifiers. Session caches and ticket keys stay per route.
+#[derive(Default)]
+pub struct LoadCache {
+    pub files: PemFiles,
+    verifiers: HashMap<VerifierKey, Result<Arc<dyn ClientCertVerifier>, Vec<TlsProblem>>>,
+}
+
+/// Routes with the same CA, CRLs and `client_auth` verify client certificates alike.
+#[derive(PartialEq, Eq, Hash)]
+struct VerifierKey {
+    ca: PathBuf,
+    crls: Vec<PathBuf>,
+    optional: bool,
 }
 
 impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
     /// resolved against `base_dir` (the config file's directory). Lists every problem found.
-    pub fn build(raw: &RawTls, identity: Identity, base_dir: &Path) -> Result<RouteTls, Vec<TlsProblem>> {
+    pub fn build(
+        raw: &RawTls,
+        identity: Identity,
+        base_dir: &Path,
+        cache: &mut LoadCache,
+    ) -> Result<RouteTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let resolve = |path: &Path| base_dir.join(path);
-
-        let chain = load_certs(&resolve(&raw.cert)).map_err(|p| problems.push(p)).ok();
-        let key = match PrivateKeyDer::from_pem_file(resolve(&raw.key)) {
-            Ok(key) => Some(key),
-            Err(error) => {
-                problems.push(TlsProblem::file(&raw.key, format!("no usable private key: {error}")));
+        let served = match cache.files.served_key(&base_dir.join(&raw.cert), &base_dir.join(&raw.key), &provider) {
+            Ok(served) => Some(served),
+            Err(found) => {
+                problems.extend(found.into_iter().map(|problem| match problem {
+                    KeyProblem::Cert(message) => TlsProblem::file("cert", &raw.cert, message),
+                    KeyProblem::Key(message) => TlsProblem::file("key", &raw.key, message),
+                }));
                 None
             }
         };
-        let certified = match (chain, key) {
-            (Some(chain), Some(key)) => match CertifiedKey::from_der(chain, key, &provider) {
-                Ok(certified) => Some(certified),
-                Err(error) => {
-                    problems.push(TlsProblem::file(
-                        &raw.key,
-                        format!("does not match certificate {}: {error}", raw.cert.display()),
-                    ));
-                    None
-                }
-            },
-            _ => None,
-        };
-
-        let mut crls = Vec::new();
-        if raw.client_auth != ClientAuth::None {
-            for crl_path in &raw.crl {
-                match load_crls(&resolve(crl_path)) {
-                    Ok(found) => crls.extend(found),
-                    Err(message) => problems.push(TlsProblem::file(crl_path, message)),
-                }
-            }
-        }
-        let verifier = match (raw.client_auth, &raw.client_ca) {
-            (ClientAuth::None, _) => None,
-            (_, None) => {
-                problems.push(TlsProblem {
-                    value: "client_auth".into(),
-                    message: format!("client_auth {:?} needs `client_ca`", raw.client_auth).to_lowercase(),
-                });
-                None
-            }
-            (_, Some(ca)) => {
-                client_verifier(raw, &resolve(ca), crls.clone(), &provider).map_err(|p| problems.extend(p)).ok()
+        let (verifier, crls) = match cache.client_verifier(raw, base_dir, &provider) {
+            Ok(found) => found,
+            Err(found) => {
+                problems.extend(found);
+                (None, Vec::new())
             }
         };
         if raw.client_auth == ClientAuth::None && (raw.client_ca.is_some() || !raw.crl.is_empty()) {
@@ -127,58 +129,22 @@ impl RouteTls {
         for protocol in &raw.alpn {
             if protocol.is_empty() || protocol.len() > 255 {
                 problems.push(TlsProblem {
+                    field: "alpn",
                     value: protocol.clone(),
                     message: format!("ALPN protocol {protocol:?} must be 1 to 255 bytes"),
                 });
             }
         }
-
-        let (Some(certified), true) = (certified, problems.is_empty()) else {
+        let (Some(served), true) = (served, problems.is_empty()) else {
             return Err(problems);
         };
-        let leaf = certified.end_entity_cert().ok().and_then(|der| X509Certificate::from_der(der).ok()).map(|(_, c)| c);
-        let (cert_sig_alg, cert_key_alg) = describe_certificate(leaf.as_ref());
-        let cert_not_after = leaf.as_ref().map_or(0, |cert| cert.validity().not_after.timestamp());
-        let versions: &[&rustls::SupportedProtocolVersion] = match raw.min_version {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        };
-        let builder = match ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions) {
-            Ok(builder) => builder,
-            Err(error) => return Err(vec![TlsProblem { value: "min_version".into(), message: error.to_string() }]),
-        };
-        let builder = match verifier {
-            Some(verifier) => builder.with_client_cert_verifier(verifier),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-        config.alpn_protocols = raw.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        config.max_early_data_size = 0;
-        // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
-        // hardware-accelerated) is the one to use.
-        config.ignore_client_order = true;
-        if raw.session_resumption {
-            // Each route gets its own cache and ticket key, so a session never resumes on another
-            // tenant's route (the nginx CVE-2025-23419 class of bypass).
-            config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-            match rustls::crypto::aws_lc_rs::Ticketer::new() {
-                Ok(ticketer) => config.ticketer = ticketer,
-                Err(error) => {
-                    return Err(vec![TlsProblem {
-                        value: "session_resumption".into(),
-                        message: format!("cannot make a ticket key: {error}"),
-                    }])
-                }
-            }
-        } else {
-            config.session_storage = Arc::new(NoServerSessionStorage {});
-            config.send_tls13_tickets = 0;
-        }
+        let config = server_config(raw, served.certified.clone(), verifier, provider)?;
         Ok(RouteTls {
             server_config: Arc::new(config),
-            cert_sig_alg,
-            cert_key_alg,
-            cert_not_after,
+            cert_sig_alg: served.leaf.sig_alg.clone(),
+            cert_key_alg: served.leaf.key_alg.clone(),
+            cert_not_after: served.leaf.not_after,
+            served,
             identity,
             revoke_live: raw.revoke_live,
             revocation_lists: crls
@@ -190,73 +156,138 @@ impl RouteTls {
     }
 }
 
-fn client_verifier(
+/// The route's own `ServerConfig` around a (possibly shared) key and verifier.
+fn server_config(
     raw: &RawTls,
-    ca_path: &Path,
-    crls: Vec<CertificateRevocationListDer<'static>>,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<TlsProblem>> {
-    let ca_name = raw.client_ca.as_deref().unwrap_or(ca_path);
-    let mut problems = Vec::new();
-    let mut roots = RootCertStore::empty();
-    match load_certs(ca_path) {
-        Ok(certs) => {
-            for cert in certs {
-                if let Err(error) = roots.add(cert) {
-                    problems.push(TlsProblem::file(ca_name, format!("not a usable CA certificate: {error}")));
-                }
+    certified: Arc<CertifiedKey>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, Vec<TlsProblem>> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match raw.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|error| vec![TlsProblem::setting("min_version", error)])?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.alpn_protocols = raw.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.max_early_data_size = 0;
+    // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
+    // hardware-accelerated) is the one to use.
+    config.ignore_client_order = true;
+    if raw.session_resumption {
+        // Each route gets its own cache and ticket key, so a session never resumes on another
+        // tenant's route (the nginx CVE-2025-23419 class of bypass).
+        config.session_storage = Arc::new(LazySessionCache::default());
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|error| {
+            vec![TlsProblem::setting("session_resumption", format!("cannot make a ticket key: {error}"))]
+        })?;
+    } else {
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(config)
+}
+
+/// A route's stateful resumption cache, allocated on its first session: the 4,096-entry table
+/// is most of an idle route's memory, and most routes of a many-tenant file rarely resume.
+#[derive(Debug, Default)]
+struct LazySessionCache(std::sync::OnceLock<Arc<ServerSessionMemoryCache>>);
+
+impl StoresServerSessions for LazySessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES)).put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get()?.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get()?.take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
+
+impl LoadCache {
+    /// The route's client-certificate verifier (none for `client_auth: none`) and its CRLs.
+    fn client_verifier(
+        &mut self,
+        raw: &RawTls,
+        base_dir: &Path,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Verified, Vec<TlsProblem>> {
+        if raw.client_auth == ClientAuth::None {
+            return Ok((None, Vec::new()));
+        }
+        let Some(ca) = &raw.client_ca else {
+            let message = format!("client_auth {:?} needs `client_ca`", raw.client_auth).to_lowercase();
+            return Err(vec![TlsProblem::setting("client_auth", message)]);
+        };
+        let mut problems = Vec::new();
+        let mut crls = Vec::new();
+        for crl_path in &raw.crl {
+            match self.files.crls(&base_dir.join(crl_path)) {
+                Ok(found) => crls.extend(found.iter().cloned()),
+                Err(message) => problems.push(TlsProblem::file("crl", crl_path, message)),
             }
         }
-        Err(problem) => problems.push(TlsProblem {
-            value: problem.value,
-            message: problem.message.replace(&ca_path.display().to_string(), &ca_name.display().to_string()),
-        }),
+        let key = VerifierKey {
+            ca: base_dir.join(ca),
+            crls: raw.crl.iter().map(|crl| base_dir.join(crl)).collect(),
+            optional: raw.client_auth == ClientAuth::Optional,
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if let Some(cached) = self.verifiers.get(&key) {
+            return cached.clone().map(|verifier| (Some(verifier), crls));
+        }
+        let built = build_verifier(&mut self.files, ca, &key, crls.clone(), provider);
+        self.verifiers.insert(key, built.clone());
+        built.map(|verifier| (Some(verifier), crls))
     }
-    if !problems.is_empty() {
-        return Err(problems);
+}
+
+fn build_verifier(
+    files: &mut PemFiles,
+    ca_name: &Path,
+    key: &VerifierKey,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, Vec<TlsProblem>> {
+    let certs = files.certs(&key.ca).map_err(|message| vec![TlsProblem::file("client_ca", ca_name, message)])?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs.iter() {
+        roots.add(cert.clone()).map_err(|error| {
+            vec![TlsProblem::file("client_ca", ca_name, format!("not a usable CA certificate: {error}"))]
+        })?;
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).with_crls(crls);
-    if raw.client_auth == ClientAuth::Optional {
+    if key.optional {
         builder = builder.allow_unauthenticated();
     }
     builder.build().map_err(|error| {
-        vec![TlsProblem::file(ca_name, format!("cannot verify client certificates with this CA / CRL set: {error}"))]
+        vec![TlsProblem::file(
+            "client_ca",
+            ca_name,
+            format!("cannot verify client certificates with this CA / CRL set: {error}"),
+        )]
     })
 }
 
-/// Reads a PEM file of one or more certificates.
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsProblem> {
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
-        .map_err(|error| TlsProblem::file(path, format!("cannot read certificates: {error}")))?
-        .collect();
-    match certs {
-        Ok(certs) if certs.is_empty() => Err(TlsProblem::file(path, "holds no PEM certificate")),
-        Ok(certs) => Ok(certs),
-        Err(error) => Err(TlsProblem::file(path, format!("bad PEM certificate: {error}"))),
-    }
-}
-
-/// Reads a CRL file: PEM (one or more `X509 CRL` blocks) or a single DER CRL.
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|error| format!("cannot read CRL: {error}"))?;
-    let crls = if bytes.starts_with(b"-----") || bytes.trim_ascii_start().starts_with(b"-----") {
-        CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("bad PEM CRL: {error}"))?
-    } else {
-        vec![CertificateRevocationListDer::from(bytes)]
-    };
-    if crls.is_empty() {
-        return Err("holds no CRL".into());
-    }
-    for crl in &crls {
-        webpki::OwnedCertRevocationList::from_der(crl).map_err(|error| format!("CRL does not parse: {error:?}"))?;
-    }
-    Ok(crls)
-}
-
 /// OpenSSL-style names for the certificate's signature and key algorithms, as HAProxy sends them.
-fn describe_certificate(cert: Option<&X509Certificate<'_>>) -> (String, String) {
+pub(crate) fn describe_certificate(cert: Option<&X509Certificate<'_>>) -> (String, String) {
     let Some(cert) = cert else {
         return ("unknown".into(), "unknown".into());
     };

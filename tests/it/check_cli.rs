@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -266,6 +267,210 @@ fn check_missing_config_file_fails() {
     let f = files();
     let err = check_fails(&f.pki.path().join("nope.yaml"));
     assert!(err.contains("nope.yaml"), "{err}");
+}
+
+/// One terminate route `a` with these `sni` names serving `cert` / `key`, and another route
+/// after it so that a problem can be told apart from its neighbours.
+fn terminate_route(sni: &str, cert: &Path, key: &Path) -> String {
+    format!(
+        "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    sni: [{sni}]\n    mode: terminate\n    tls:\n      cert: {}\n      key: {}\n    backend: {{servers: [\"127.0.0.1:1\"]}}\n  - name: z\n    mode: tcp\n    backend: {{servers: [\"127.0.0.1:2\"]}}\n",
+        p(cert),
+        p(key)
+    )
+}
+
+/// A self-signed certificate for `a.test` whose validity ended in 2021.
+fn expired_cert(pki: &Pki) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (pki.write("expired.pem", &cert.pem()), pki.write("expired.key", &key.serialize_pem()))
+}
+
+#[test]
+fn check_refuses_an_expired_server_certificate_at_its_cert_line() {
+    let f = files();
+    let (cert, key) = expired_cert(&f.pki);
+    let config = f.pki.write("expired.yaml", &terminate_route("a.test", &cert, &key));
+    let err = check_fails(&config);
+    assert_points_at(&err, &config, 7);
+    assert!(err.contains("expired on"), "{err}");
+}
+
+#[test]
+fn run_loads_an_expired_certificate_with_a_warning_only() {
+    let f = files();
+    let (cert, key) = expired_cert(&f.pki);
+    let config = f.pki.write("expired-run.yaml", &terminate_route("a.test", &cert, &key));
+    // `run` and reload go through `config::load`: it succeeds and hands the problem over to log.
+    let loaded = snigate::config::load(&config).unwrap_or_else(|errors| panic!("run must serve it: {errors}"));
+    assert_eq!(loaded.certificate_problems.len(), 1, "{:?}", loaded.certificate_problems);
+    assert_eq!(loaded.certificate_problems[0].line, 7);
+}
+
+#[test]
+fn check_with_warn_certificates_passes_an_expired_certificate_with_a_warning() {
+    let f = files();
+    let (cert, key) = expired_cert(&f.pki);
+    let config = f.pki.write("expired-warn.yaml", &terminate_route("a.test", &cert, &key));
+    let output = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["check", "--warn-certificates", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run snigate check");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: ") && err.contains("expired on"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_certificate_that_does_not_cover_a_route_name() {
+    let f = files();
+    // a.pem names a.test and *.a.test: x.a.test is covered, deep.x.a.test and b.test are not.
+    let sni = "x.a.test, b.test, \"*.a.test\", deep.x.a.test";
+    let config = f.pki.write("san.yaml", &terminate_route(sni, &f.a.cert_path, &f.a.key_path));
+    let err = check_fails(&config);
+    assert_eq!(err.matches("does not cover").count(), 2, "{err}");
+    assert!(err.contains(&format!("{}:4:21: certificate", config.display())), "b.test at 4:21:\n{err}");
+    assert!(err.contains("\"deep.x.a.test\""), "{err}");
+    let loaded = snigate::config::load(&config).expect("run only warns");
+    assert_eq!(loaded.certificate_problems.len(), 2);
+}
+
+#[test]
+fn check_reports_a_duplicate_route_name_at_the_duplicate() {
+    let f = files();
+    let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: twin\n    mode: tcp\n    backend: {servers: [\"127.0.0.1:1\"]}\n  - name: other\n    mode: tcp\n    backend: {servers: [\"127.0.0.1:2\"]}\n  - name: twin\n    mode: tcp\n    backend: {servers: [\"127.0.0.1:3\"]}\n";
+    let config = f.pki.write("dup-name.yaml", text);
+    let err = check_fails(&config);
+    assert!(err.contains(&format!("{}:9:11: duplicate route name", config.display())), "{err}");
+    assert!(!err.contains(&format!("{}:3:", config.display())), "not at the first route:\n{err}");
+}
+
+#[test]
+fn check_reports_a_key_file_named_as_client_ca_at_the_client_ca_line() {
+    let f = files();
+    let text = format!(
+        "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    sni: [a.test]\n    mode: terminate\n    tls:\n      cert: {}\n      key: {key}\n      client_auth: required\n      client_ca: {key}\n    backend: {{servers: [\"127.0.0.1:1\"]}}\n",
+        p(&f.a.cert_path),
+        key = p(&f.a.key_path),
+    );
+    let config = f.pki.write("ca-is-key.yaml", &text);
+    let err = check_fails(&config);
+    assert_points_at(&err, &config, 10);
+    assert!(!err.contains(&format!("{}:8:", config.display())), "not at the key line:\n{err}");
+    assert!(err.contains("holds a private key, not a PEM certificate"), "{err}");
+}
+
+#[test]
+fn check_says_encrypted_keys_are_not_supported() {
+    let f = files();
+    let encrypted = f.pki.write(
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAiRiS3D\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let config = f.pki.write("encrypted.yaml", &terminate_route("a.test", &f.a.cert_path, &encrypted));
+    let err = check_fails(&config);
+    assert_points_at(&err, &config, 8);
+    assert!(err.contains("encrypted keys are not supported"), "{err}");
+    assert!(!err.contains("no items found"), "{err}");
+}
+
+#[test]
+fn check_names_an_over_long_label_as_such() {
+    let f = files();
+    let label = "l".repeat(64);
+    let text = format!("listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    sni: [{label}.test]\n    mode: tcp\n    backend: {{servers: [\"127.0.0.1:1\"]}}\n");
+    let config = f.pki.write("long-label.yaml", &text);
+    let err = check_fails(&config);
+    assert!(err.contains(&format!("{}:4:11:", config.display())), "{err}");
+    assert!(err.contains("label longer than 63 bytes"), "{err}");
+    assert!(!err.contains("letters, digits"), "{err}");
+}
+
+#[test]
+fn check_hints_at_the_xn_form_of_a_unicode_hostname() {
+    let f = files();
+    let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    sni: [bücher.test]\n    mode: tcp\n    backend: {servers: [\"127.0.0.1:1\"]}\n";
+    let config = f.pki.write("unicode.yaml", text);
+    let err = check_fails(&config);
+    assert_points_at(&err, &config, 4);
+    assert!(err.contains("xn--"), "{err}");
+}
+
+#[test]
+fn check_of_a_missing_file_has_no_zero_position() {
+    let f = files();
+    let missing = f.pki.path().join("nope.yaml");
+    let err = check_fails(&missing);
+    assert!(err.contains(&format!("{}: cannot read config file", missing.display())), "{err}");
+    assert!(!err.contains(":0:0:"), "{err}");
+}
+
+#[test]
+fn check_accepts_yaml_merge_keys() {
+    let f = files();
+    let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    sni: [a.test]\n    mode: passthrough\n    backend: &shared\n      servers: [\"127.0.0.1:1\"]\n      proxy_protocol: v2\n  - name: b\n    sni: [b.test]\n    mode: passthrough\n    backend:\n      <<: *shared\n      connect_timeout: 1s\n";
+    let config = f.pki.write("merge.yaml", text);
+    let output = check(&config);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{}", stderr(&output));
+    let loaded = snigate::config::load(&config).unwrap();
+    let b = &loaded.routes.routes()[1].backend;
+    assert_eq!((b.servers.as_slice(), b.connect_timeout), (&["127.0.0.1:1".to_string()][..], Duration::from_secs(1)));
+}
+
+#[test]
+fn check_still_places_errors_in_a_file_with_merge_keys() {
+    let f = files();
+    let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    mode: tcp\n    backend: &shared\n      servers: [\"127.0.0.1:1\"]\n  - name: b\n    mode: tcp\n    backend:\n      <<: *shared\n      colour: red\n";
+    let config = f.pki.write("merge-bad.yaml", text);
+    let err = check_fails(&config);
+    assert_points_at(&err, &config, 11);
+    assert!(err.contains("colour"), "{err}");
+}
+
+#[test]
+fn check_refuses_deep_nesting_with_its_position() {
+    let f = files();
+    let text = format!(
+        "listen: [\"127.0.0.1:0\"]\nroutes: [{{name: a, mode: tcp, backend: {{servers: [\"127.0.0.1:1\"]}}}}]\nx: {}\n",
+        "[".repeat(200_000)
+    );
+    let config = f.pki.write("deep.yaml", &text);
+    let err = check_fails(&config);
+    let column = 3 + snigate::config::MAX_NESTING_DEPTH;
+    assert!(err.contains(&format!("{}:3:{column}: nesting deeper than 64 levels", config.display())), "{err}");
+}
+
+#[test]
+fn a_certificate_shared_by_many_routes_is_read_and_parsed_once() {
+    const ROUTES: usize = 300;
+    let f = files();
+    let mut text = String::from("listen: [\"127.0.0.1:0\"]\nroutes:\n");
+    for i in 0..ROUTES {
+        text.push_str(&format!(
+            "  - name: r{i}\n    sni: [\"h{i}.a.test\"]\n    mode: terminate\n    tls: {{cert: {}, key: {}, client_auth: optional, client_ca: {}}}\n    backend: {{servers: [\"127.0.0.1:1\"]}}\n",
+            p(&f.a.cert_path),
+            p(&f.a.key_path),
+            p(&f.ca.cert_path),
+        ));
+    }
+    let config = f.pki.write("shared.yaml", &text);
+    let loaded = snigate::config::load(&config).unwrap_or_else(|errors| panic!("{errors}"));
+    let routes = loaded.routes.routes();
+    assert_eq!(routes.len(), ROUTES);
+    let first = &routes[0].tls.as_ref().unwrap().served;
+    for route in routes {
+        let tls = route.tls.as_ref().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&tls.served, first), "route {} parsed its own copy", route.name);
+    }
+    // Each route still has its own session state (no resumption across routes).
+    let a = &routes[0].tls.as_ref().unwrap().server_config;
+    let b = &routes[1].tls.as_ref().unwrap().server_config;
+    assert!(!std::sync::Arc::ptr_eq(a, b));
+    assert_eq!(loaded.files.len(), 4, "config, cert, key and CA, each listed once: {:?}", loaded.files);
 }
 
 #[test]

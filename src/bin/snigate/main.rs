@@ -47,6 +47,10 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Report expired certificates and certificates that do not cover their route's names as
+        /// warnings and exit 0, as `run` and reload treat them (for start and reload hooks).
+        #[arg(long)]
+        warn_certificates: bool,
     },
     /// Quickstart: make throwaway demo certificates, start echo backends that answer with the
     /// PROXY header they received, run the proxy on the example routes, and show one client each.
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, warn_certificates } => check(&config, warn_certificates),
         Command::Run { config } => run(&config),
         Command::Demo { config } => demo(&config),
         Command::ImportNginx { file, server } => import_nginx(&file, server),
@@ -118,9 +122,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, warn_certificates: bool) -> ExitCode {
     match config::load(path) {
+        // `run` serves these with a warning; `check` is where they must be seen.
+        Ok(config) if !config.certificate_problems.is_empty() && !warn_certificates => {
+            eprintln!("{}", config::ConfigErrors(config.certificate_problems.clone()));
+            eprintln!("{}: {} problem(s)", path.display(), config.certificate_problems.len());
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
         Ok(config) => {
+            for problem in &config.certificate_problems {
+                eprintln!("warning: {problem}");
+            }
             println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
             ExitCode::SUCCESS
         }
@@ -143,7 +156,10 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn run(path: &Path) -> ExitCode {
     let config = match config::load(path) {
-        Ok(config) => config,
+        Ok(config) => {
+            config.warn_certificate_problems();
+            config
+        }
         Err(errors) => {
             report(&errors);
             return ExitCode::from(EXIT_CONFIG_INVALID);
