@@ -26,6 +26,10 @@ use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
 use crate::proxy::tls::Session;
 
+/// The access log's target, documented and stable: operators filter on it
+/// (`RUST_LOG=snigate::connection=info`) whatever module writes the line.
+pub const ACCESS_LOG_TARGET: &str = "snigate::connection";
+
 /// How long a terminate connection waits for a handshake slot when `max_handshakes` are running.
 const HANDSHAKE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -104,6 +108,7 @@ pub fn handle(
         count(&context.metrics, &record, &close);
         let session = record.session.as_deref();
         tracing::info!(
+            target: ACCESS_LOG_TARGET,
             cause = close.cause,
             detail = close.detail.as_deref(),
             backend = record.backend.map(field::display),
