@@ -36,7 +36,7 @@ impl Checker {
     pub fn spawn(&self, routes: &Arc<RouteTable>, stop: &CancellationToken) {
         for (route_index, route) in routes.routes().iter().enumerate() {
             for (server_index, server) in route.backend.servers.iter().enumerate() {
-                let up = route.backend.server_up[server_index].load(Ordering::Relaxed);
+                let up = backend::server_is_up(&route.backend, server_index);
                 self.metrics.backend_health(&route.name, server, up);
                 let Some(check) = route.backend.health_check.clone() else {
                     continue;

@@ -404,16 +404,27 @@ fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
 }
 
 /// A server that stays in a reloaded route keeps its health state: a down server is not
-/// offered to clients again until its checks pass. (Without a health check in the new route,
-/// nothing could bring it back, so it starts up.)
+/// offered to clients again until its checks pass, or (without checks) its passive failures and
+/// rest carry over. A route that drops its health check starts its servers up (nothing active
+/// could bring them back); one that adds a check starts from the check's view.
 fn carry_over_health(old: &RouteTable, new: &RouteTable) {
-    for route in new.routes().iter().filter(|r| r.backend.health_check.is_some()) {
+    for route in new.routes() {
         let Some(previous) = old.routes().iter().find(|r| r.name == route.name) else {
             continue;
         };
-        for (server, up) in route.backend.servers.iter().zip(&route.backend.server_up) {
-            if let Some(index) = previous.backend.servers.iter().position(|s| s == server) {
-                up.store(previous.backend.server_up[index].load(Ordering::Relaxed), Ordering::Relaxed);
+        let checked = route.backend.health_check.is_some();
+        if checked != previous.backend.health_check.is_some() {
+            continue;
+        }
+        for (index, server) in route.backend.servers.iter().enumerate() {
+            let Some(before) = previous.backend.servers.iter().position(|s| s == server) else {
+                continue;
+            };
+            if checked {
+                let up = previous.backend.server_up[before].load(Ordering::Relaxed);
+                route.backend.server_up[index].store(up, Ordering::Relaxed);
+            } else {
+                route.backend.passive[index].carry_from(&previous.backend.passive[before]);
             }
         }
     }

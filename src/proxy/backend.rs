@@ -94,6 +94,13 @@ pub struct Connected {
     pub index: usize,
 }
 
+/// Whether server `index` counts as up for the `snigate_backend_up` gauge: its health check says
+/// so or, without one, passive health has not marked it down.
+pub fn server_is_up(backend: &Backend, index: usize) -> bool {
+    let checked_up = backend.server_up[index].load(Ordering::Relaxed);
+    checked_up && (backend.health_check.is_some() || !backend.passive[index].is_down())
+}
+
 /// Connects to the pool's servers in turn, starting where the previous connection left off and
 /// skipping servers a health check marked down (all down fails at once). Without a health check,
 /// servers that failed `max_fails` connects in a row are skipped for `fail_timeout` unless every

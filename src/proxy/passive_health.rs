@@ -12,7 +12,7 @@ pub struct PassiveHealth {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct State {
     failures: u32,
     down_until: Option<Instant>,
@@ -34,6 +34,19 @@ impl PassiveHealth {
     /// Whether connections should skip this server now (marked down and `fail_timeout` not over).
     pub fn is_resting(&self, now: Instant) -> bool {
         self.lock().down_until.is_some_and(|until| now < until)
+    }
+
+    /// Marked down and not brought back by a successful connect yet (the gauge's view; a
+    /// resting server past `fail_timeout` is still down until a connect succeeds).
+    pub fn is_down(&self) -> bool {
+        self.lock().down_until.is_some()
+    }
+
+    /// Takes over the state of the same server in the table a reload replaces, so a reload
+    /// neither forgets failures nor brings a down server back.
+    pub fn carry_from(&self, previous: &PassiveHealth) {
+        let previous = *previous.lock();
+        *self.lock() = previous;
     }
 
     /// A connect failed: with `max_fails` in a row (0: never), down for `fail_timeout`.

@@ -123,3 +123,28 @@ async fn down_server_is_tried_again_once_fail_timeout_is_over() {
     .await;
     assert_eq!(backend_up(&proxy, &server), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_a_passively_down_server_down_and_resting() {
+    let dead = closed_port().await;
+    let mut live = TestBackend::start(BackendOpts::plain(ProxyExpect::V2)).await;
+    let route = RouteYaml::new("plain", "tcp").server(dead).server(live.addr).backend("fail_timeout: 1m");
+    let proxy = start_proxy(&config_v4("plain", &[route])).await;
+    for i in 0..2 {
+        one_echo(&proxy).await.unwrap_or_else(|e| panic!("client {i}: {e}"));
+        live.accepted().await.v2();
+    }
+    assert_eq!(backend_up(&proxy, &dead.to_string()), Some(0.0));
+
+    // The same route in a changed file (a second route added): the dead server stays down.
+    let extra = RouteYaml::new("other", "passthrough").sni(&["other.test"]).server(live.addr);
+    let route = RouteYaml::new("plain", "tcp").server(dead).server(live.addr).backend("fail_timeout: 1m");
+    std::fs::write(&proxy.config_path, config_v4("plain", &[route, extra])).unwrap();
+    proxy.reload.reload().await.expect("reload");
+    assert_eq!(backend_up(&proxy, &dead.to_string()), Some(0.0), "the reload did not bring it back");
+    for i in 0..4 {
+        one_echo(&proxy).await.unwrap_or_else(|e| panic!("client {i} after the reload: {e}"));
+        live.accepted().await.v2();
+    }
+    assert_eq!(connect_failures(&proxy, &dead.to_string()), 1.0, "still resting after the reload: not tried again");
+}
