@@ -4,142 +4,99 @@
 //! (`snigate_handshake_failures_total`). Each enum has one mapping to its label; the README's
 //! tables list the same labels, and a test here checks that they do.
 //!
-//! To add a cause: add a variant with a doc line, its label in `label` and in `ALL`, and a row
-//! in the README's table. Labels are stable: dashboards and alerts use them.
+//! To add a cause: add a variant with a doc line and its label to the `labels!` list, and a row
+//! to the README's table. Labels are stable: dashboards and alerts use them.
 
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CloseCause {
-    /// Both sides ended: an EOF, a TLS close without close_notify, a peer already gone at the
-    /// final shutdown.
-    Closed,
-    /// No bytes in either direction for `idle_timeout`.
-    IdleTimeout,
-    /// The drain deadline passed (or a second SIGTERM/SIGINT came) while the connection was open.
-    Shutdown,
-    /// Closed by the drain after `drain_timeout`, at its moment within `close_jitter`.
-    DrainTimeout,
-    /// Closed because a health check took its backend server down (`on_backend_down: close_sessions`).
-    BackendDown,
-    /// Closed at a reload whose CRLs revoke its client certificate (`revoke_live: true`).
-    CertificateRevoked,
-    /// A read or write on the client side failed mid-session, e.g. a reset.
-    ClientError,
-    /// A read or write on the backend side failed mid-session, or the PROXY header could not be sent.
-    BackendError,
-    /// The proxy ran out of file descriptors (EMFILE/ENFILE) for the backend socket or a splice pipe.
-    LocalFdExhausted,
-    /// Every backend server failed to connect or timed out (or all are down).
-    BackendUnavailable,
-    /// The client address already has `max_connections_per_ip` open connections.
-    PerIpLimit,
-    /// A peer not in `accept_proxy_from` started with a PROXY header.
-    UntrustedProxyHeader,
-    /// A trusted peer's PROXY header was not complete within `hello_timeout`.
-    ProxyHeaderTimeout,
-    /// A trusted peer's PROXY header was malformed or larger than the inbound cap.
-    ProxyHeaderMalformed,
-    /// The client closed during the inbound PROXY header or the ClientHello.
-    ClientClosed,
-    /// Reading the inbound PROXY header or the ClientHello failed.
-    ClientIo,
-    /// The first bytes are not TLS and `default` is not a `mode: tcp` route.
-    NotTls,
-    /// The hello reader stopped before the hello was whole (not expected: it reads until then).
-    HelloIncomplete,
-    /// The ClientHello was not complete within `hello_timeout`.
-    HelloTimeout,
-    /// The ClientHello is larger than `max_hello_bytes`.
-    HelloTooLarge,
-    /// A record of the ClientHello is longer than TLS allows.
-    RecordTooLong,
-    /// The ClientHello's lengths or message types are wrong.
-    HelloMalformed,
-    /// The SNI names no route and `default` is `reject` (the client gets `unrecognized_name`).
-    UnknownSni,
-    /// No valid SNI and `default` is `reject` (the client gets `unrecognized_name`).
-    NoSni,
-    /// No handshake slot (`max_handshakes`) came free within the queue wait.
-    HandshakeLimit,
-    /// The TLS handshake did not finish within `handshake_timeout`.
-    HandshakeTimeout,
-    /// The TLS handshake failed (see the handshake failure reasons).
-    HandshakeFailed,
-    /// The client certificate's identity has NUL or control characters, or is over 255 bytes.
-    BadClientIdentity,
-    /// The outbound PROXY v2 header could not be built (it would exceed its size limit).
-    ProxyHeader,
+/// Declares a label enum: the variants with their docs and labels, `ALL` in declaration order (the
+/// README's), and `label`. One list, so `ALL` cannot miss a variant.
+macro_rules! labels {
+    ($(#[$doc:meta])* pub enum $name:ident { $($(#[$variant_doc:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in the README's order.
+            pub const ALL: &[$name] = &[$($name::$variant,)*];
+
+            /// The label in logs and metrics.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Why a connection ended.
+    pub enum CloseCause {
+        /// Both sides ended: an EOF, a TLS close without close_notify, a peer already gone at the
+        /// final shutdown.
+        Closed => "closed",
+        /// No bytes in either direction for `idle_timeout`.
+        IdleTimeout => "idle_timeout",
+        /// The drain deadline passed (or a second SIGTERM/SIGINT came) while the connection was open.
+        Shutdown => "shutdown",
+        /// Closed by the drain after `drain_timeout`, at its moment within `close_jitter`.
+        DrainTimeout => "drain_timeout",
+        /// Closed because a health check took its backend server down (`on_backend_down: close_sessions`).
+        BackendDown => "backend_down",
+        /// Closed at a reload whose CRLs revoke its client certificate (`revoke_live: true`).
+        CertificateRevoked => "certificate_revoked",
+        /// A read or write on the client side failed mid-session, e.g. a reset.
+        ClientError => "client_error",
+        /// A read or write on the backend side failed mid-session, or the PROXY header could not be sent.
+        BackendError => "backend_error",
+        /// The proxy ran out of file descriptors (EMFILE/ENFILE) for the backend socket or a splice pipe.
+        LocalFdExhausted => "local_fd_exhausted",
+        /// Every backend server failed to connect or timed out (or all are down).
+        BackendUnavailable => "backend_unavailable",
+        /// The client address already has `max_connections_per_ip` open connections.
+        PerIpLimit => "per_ip_limit",
+        /// A peer not in `accept_proxy_from` started with a PROXY header.
+        UntrustedProxyHeader => "untrusted_proxy_header",
+        /// A trusted peer's PROXY header was not complete within `hello_timeout`.
+        ProxyHeaderTimeout => "proxy_header_timeout",
+        /// A trusted peer's PROXY header was malformed or larger than the inbound cap.
+        ProxyHeaderMalformed => "proxy_header_malformed",
+        /// The client closed during the inbound PROXY header or the ClientHello.
+        ClientClosed => "client_closed",
+        /// Reading the inbound PROXY header or the ClientHello failed.
+        ClientIo => "client_io",
+        /// The first bytes are not TLS and `default` is not a `mode: tcp` route.
+        NotTls => "not_tls",
+        /// The hello reader stopped before the hello was whole (not expected: it reads until then).
+        HelloIncomplete => "hello_incomplete",
+        /// The ClientHello was not complete within `hello_timeout`.
+        HelloTimeout => "hello_timeout",
+        /// The ClientHello is larger than `max_hello_bytes`.
+        HelloTooLarge => "hello_too_large",
+        /// A record of the ClientHello is longer than TLS allows.
+        RecordTooLong => "record_too_long",
+        /// The ClientHello's lengths or message types are wrong.
+        HelloMalformed => "hello_malformed",
+        /// The SNI names no route and `default` is `reject` (the client gets `unrecognized_name`).
+        UnknownSni => "unknown_sni",
+        /// No valid SNI and `default` is `reject` (the client gets `unrecognized_name`).
+        NoSni => "no_sni",
+        /// No handshake slot (`max_handshakes`) came free within the queue wait.
+        HandshakeLimit => "handshake_limit",
+        /// The TLS handshake did not finish within `handshake_timeout`.
+        HandshakeTimeout => "handshake_timeout",
+        /// The TLS handshake failed (see the handshake failure reasons).
+        HandshakeFailed => "handshake_failed",
+        /// The client certificate's identity has NUL or control characters, or is over 255 bytes.
+        BadClientIdentity => "bad_client_identity",
+        /// The outbound PROXY v2 header could not be built (it would exceed its size limit).
+        ProxyHeader => "proxy_header",
+    }
 }
 
 impl CloseCause {
-    /// Every cause, in the README's order.
-    pub const ALL: &[CloseCause] = &[
-        CloseCause::Closed,
-        CloseCause::IdleTimeout,
-        CloseCause::Shutdown,
-        CloseCause::DrainTimeout,
-        CloseCause::BackendDown,
-        CloseCause::CertificateRevoked,
-        CloseCause::ClientError,
-        CloseCause::BackendError,
-        CloseCause::LocalFdExhausted,
-        CloseCause::BackendUnavailable,
-        CloseCause::PerIpLimit,
-        CloseCause::UntrustedProxyHeader,
-        CloseCause::ProxyHeaderTimeout,
-        CloseCause::ProxyHeaderMalformed,
-        CloseCause::ClientClosed,
-        CloseCause::ClientIo,
-        CloseCause::NotTls,
-        CloseCause::HelloIncomplete,
-        CloseCause::HelloTimeout,
-        CloseCause::HelloTooLarge,
-        CloseCause::RecordTooLong,
-        CloseCause::HelloMalformed,
-        CloseCause::UnknownSni,
-        CloseCause::NoSni,
-        CloseCause::HandshakeLimit,
-        CloseCause::HandshakeTimeout,
-        CloseCause::HandshakeFailed,
-        CloseCause::BadClientIdentity,
-        CloseCause::ProxyHeader,
-    ];
-
-    /// The label in logs and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseCause::Closed => "closed",
-            CloseCause::IdleTimeout => "idle_timeout",
-            CloseCause::Shutdown => "shutdown",
-            CloseCause::DrainTimeout => "drain_timeout",
-            CloseCause::BackendDown => "backend_down",
-            CloseCause::CertificateRevoked => "certificate_revoked",
-            CloseCause::ClientError => "client_error",
-            CloseCause::BackendError => "backend_error",
-            CloseCause::LocalFdExhausted => "local_fd_exhausted",
-            CloseCause::BackendUnavailable => "backend_unavailable",
-            CloseCause::PerIpLimit => "per_ip_limit",
-            CloseCause::UntrustedProxyHeader => "untrusted_proxy_header",
-            CloseCause::ProxyHeaderTimeout => "proxy_header_timeout",
-            CloseCause::ProxyHeaderMalformed => "proxy_header_malformed",
-            CloseCause::ClientClosed => "client_closed",
-            CloseCause::ClientIo => "client_io",
-            CloseCause::NotTls => "not_tls",
-            CloseCause::HelloIncomplete => "hello_incomplete",
-            CloseCause::HelloTimeout => "hello_timeout",
-            CloseCause::HelloTooLarge => "hello_too_large",
-            CloseCause::RecordTooLong => "record_too_long",
-            CloseCause::HelloMalformed => "hello_malformed",
-            CloseCause::UnknownSni => "unknown_sni",
-            CloseCause::NoSni => "no_sni",
-            CloseCause::HandshakeLimit => "handshake_limit",
-            CloseCause::HandshakeTimeout => "handshake_timeout",
-            CloseCause::HandshakeFailed => "handshake_failed",
-            CloseCause::BadClientIdentity => "bad_client_identity",
-            CloseCause::ProxyHeader => "proxy_header",
-        }
-    }
-
     /// Whether the close is a failure or refusal; the orderly ends of a session are not.
     pub fn is_error(self) -> bool {
         !matches!(self, CloseCause::Closed | CloseCause::IdleTimeout | CloseCause::Shutdown | CloseCause::DrainTimeout)
@@ -152,40 +109,26 @@ impl std::fmt::Display for CloseCause {
     }
 }
 
-/// Why a ClientHello was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HelloReject {
-    /// Not complete within `hello_timeout`.
-    Timeout,
-    /// Larger than `max_hello_bytes`.
-    TooLarge,
-    /// A record longer than TLS allows.
-    RecordTooLong,
-    /// Wrong lengths, an empty or non-handshake record, or a first message that is not a ClientHello.
-    Malformed,
-    /// The client closed before the hello was complete.
-    ClientClosed,
-    /// Reading from the client failed.
-    ClientIo,
+labels! {
+    /// Why a ClientHello was refused.
+    pub enum HelloReject {
+        /// Not complete within `hello_timeout`.
+        Timeout => "hello_timeout",
+        /// Larger than `max_hello_bytes`.
+        TooLarge => "hello_too_large",
+        /// A record longer than TLS allows.
+        RecordTooLong => "record_too_long",
+        /// Wrong lengths, an empty or non-handshake record, or a first message that is not a ClientHello.
+        Malformed => "hello_malformed",
+        /// The client closed before the hello was complete.
+        ClientClosed => "client_closed",
+        /// Reading from the client failed.
+        ClientIo => "client_io",
+    }
 }
 
 impl HelloReject {
-    /// Every reason, in the README's order.
-    pub const ALL: &[HelloReject] = &[
-        HelloReject::Timeout,
-        HelloReject::TooLarge,
-        HelloReject::RecordTooLong,
-        HelloReject::Malformed,
-        HelloReject::ClientClosed,
-        HelloReject::ClientIo,
-    ];
-
-    /// The label in metrics.
-    pub fn label(self) -> &'static str {
-        self.cause().label()
-    }
-
-    /// The connection's close cause: the same label.
+    /// The connection's close cause, of the same name.
     pub fn cause(self) -> CloseCause {
         match self {
             HelloReject::Timeout => CloseCause::HelloTimeout,
@@ -198,64 +141,31 @@ impl HelloReject {
     }
 }
 
-/// Why a terminate route's TLS handshake failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HandshakeFailure {
-    /// Not finished within `handshake_timeout`.
-    Timeout,
-    /// The client closed during the handshake.
-    ClientClosed,
-    /// Reading or writing the client socket failed.
-    Io,
-    /// `client_auth: required` and the client sent no certificate.
-    CertificateRequired,
-    /// The client certificate is revoked by a CRL of the route.
-    CertificateRevoked,
-    /// The client certificate has expired.
-    CertificateExpired,
-    /// The client certificate does not verify (unknown issuer, bad signature, wrong usage…).
-    BadCertificate,
-    /// The client offered ALPN protocols but none of the route's.
-    NoApplicationProtocol,
-    /// The client supports none of the versions, suites or groups offered.
-    Incompatible,
-    /// The client sent a fatal alert.
-    AlertReceived,
-    /// Any other TLS protocol error.
-    ProtocolError,
-}
-
-impl HandshakeFailure {
-    /// Every reason, in the README's order.
-    pub const ALL: &[HandshakeFailure] = &[
-        HandshakeFailure::Timeout,
-        HandshakeFailure::ClientClosed,
-        HandshakeFailure::Io,
-        HandshakeFailure::CertificateRequired,
-        HandshakeFailure::CertificateRevoked,
-        HandshakeFailure::CertificateExpired,
-        HandshakeFailure::BadCertificate,
-        HandshakeFailure::NoApplicationProtocol,
-        HandshakeFailure::Incompatible,
-        HandshakeFailure::AlertReceived,
-        HandshakeFailure::ProtocolError,
-    ];
-
-    /// The label in metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::ClientClosed => "client_closed",
-            HandshakeFailure::Io => "io",
-            HandshakeFailure::CertificateRequired => "certificate_required",
-            HandshakeFailure::CertificateRevoked => "certificate_revoked",
-            HandshakeFailure::CertificateExpired => "certificate_expired",
-            HandshakeFailure::BadCertificate => "bad_certificate",
-            HandshakeFailure::NoApplicationProtocol => "no_application_protocol",
-            HandshakeFailure::Incompatible => "incompatible",
-            HandshakeFailure::AlertReceived => "alert_received",
-            HandshakeFailure::ProtocolError => "protocol_error",
-        }
+labels! {
+    /// Why a terminate route's TLS handshake failed.
+    pub enum HandshakeFailure {
+        /// Not finished within `handshake_timeout`.
+        Timeout => "timeout",
+        /// The client closed during the handshake.
+        ClientClosed => "client_closed",
+        /// Reading or writing the client socket failed.
+        Io => "io",
+        /// `client_auth: required` and the client sent no certificate.
+        CertificateRequired => "certificate_required",
+        /// The client certificate is revoked by a CRL of the route.
+        CertificateRevoked => "certificate_revoked",
+        /// The client certificate has expired.
+        CertificateExpired => "certificate_expired",
+        /// The client certificate does not verify (unknown issuer, bad signature, wrong usage…).
+        BadCertificate => "bad_certificate",
+        /// The client offered ALPN protocols but none of the route's.
+        NoApplicationProtocol => "no_application_protocol",
+        /// The client supports none of the versions, suites or groups offered.
+        Incompatible => "incompatible",
+        /// The client sent a fatal alert.
+        AlertReceived => "alert_received",
+        /// Any other TLS protocol error.
+        ProtocolError => "protocol_error",
     }
 }
 

@@ -195,20 +195,7 @@ async fn admit<'r>(
     let limits = &context.limits;
     let span = tracing::Span::current();
     let deadline = tokio::time::Instant::now() + limits.hello_timeout;
-    let mut client = peer;
-    let mut already_read = Vec::new();
-    if inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
-        match inbound::read(&mut stream, deadline).await {
-            Ok(header) => {
-                if let Some(original) = header.client {
-                    client = original;
-                    span.record("peer", field::display(client)).record("via", field::display(peer));
-                }
-                already_read = header.rest;
-            }
-            Err(error) => return Err(Close::because(error.reason(), error)),
-        }
-    }
+    let (client, already_read) = read_inbound(&mut stream, peer, context, deadline, &span).await?;
     let Some(ip_permit) = context.per_ip.try_acquire(client.ip()) else {
         return Err(Close::because(
             CloseCause::PerIpLimit,
@@ -263,6 +250,26 @@ async fn admit<'r>(
     let active = routed(&span, route, context, record);
     let received = received.bytes;
     Ok(Admitted { stream, received, client, hello: Some(hello), route, _ip_permit: ip_permit, _active: active })
+}
+
+/// From a trusted peer, reads its PROXY header: the client it names (else the peer) and the bytes
+/// read past the header.
+async fn read_inbound(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    deadline: tokio::time::Instant,
+    span: &tracing::Span,
+) -> Result<(SocketAddr, Vec<u8>), Close> {
+    if !inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
+        return Ok((peer, Vec::new()));
+    }
+    let header = inbound::read(stream, deadline).await.map_err(|error| Close::because(error.reason(), error))?;
+    let Some(client) = header.client else {
+        return Ok((peer, header.rest));
+    };
+    span.record("peer", field::display(client)).record("via", field::display(peer));
+    Ok((client, header.rest))
 }
 
 /// Marks the connection as routed: span fields, route metrics, the active-connections gauge.
