@@ -5,6 +5,9 @@
 //! it needs (`route`, `mode`, `reason`, `server`). Per-connection code reaches per-route metrics
 //! through [`Metrics::route`], which caches the labelled handles so the hot path does one map
 //! lookup per connection instead of one per update.
+//!
+//! A `reason` label is never a free string: it is the label of a closed enum in
+//! `proxy::close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

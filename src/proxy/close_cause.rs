@@ -175,7 +175,8 @@ mod tests {
 
     use super::*;
 
-    /// The rows of the README table whose header row starts with `| <first_column> |`.
+    /// The rows of the README table whose header row starts with `| <first_column> |`, as cells
+    /// without their backticks.
     fn readme_table(first_column: &str) -> Vec<Vec<String>> {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         let header = format!("| {first_column} |");
@@ -190,36 +191,45 @@ mod tests {
             .collect()
     }
 
-    fn labels(rows: &[Vec<String>]) -> BTreeSet<String> {
-        rows.iter().map(|row| row[0].clone()).collect()
-    }
-
-    fn set(labels: impl Iterator<Item = &'static str>) -> BTreeSet<String> {
-        labels.map(String::from).collect()
+    fn first_column(rows: &[Vec<String>]) -> Vec<&str> {
+        rows.iter().map(|row| row[0].as_str()).collect()
     }
 
     #[test]
     fn readme_close_cause_table_lists_every_cause_and_whether_it_is_an_error() {
         let rows = readme_table("close cause");
-        assert_eq!(labels(&rows), set(CloseCause::ALL.iter().map(|c| c.label())));
-        assert_eq!(rows.len(), CloseCause::ALL.len(), "each cause once");
-        for cause in CloseCause::ALL {
-            let row = rows.iter().find(|row| row[0] == cause.label()).unwrap();
-            let documented = row.last().map(String::as_str);
-            assert_eq!(documented, Some(if cause.is_error() { "yes" } else { "no" }), "error? of {cause}");
+        let code: Vec<&str> = CloseCause::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(first_column(&rows), code, "README close causes (left) vs CloseCause::ALL (right)");
+        for (row, cause) in rows.iter().zip(CloseCause::ALL) {
+            let expected = if cause.is_error() { "yes" } else { "no" };
+            assert_eq!(row.last().map(String::as_str), Some(expected), "error? of {cause}");
         }
     }
 
     #[test]
     fn readme_hello_reject_and_handshake_failure_tables_list_every_reason() {
-        assert_eq!(labels(&readme_table("hello reject")), set(HelloReject::ALL.iter().map(|r| r.label())));
-        assert_eq!(labels(&readme_table("handshake failure")), set(HandshakeFailure::ALL.iter().map(|r| r.label())));
+        let hello: Vec<&str> = HelloReject::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(first_column(&readme_table("hello reject")), hello, "README (left) vs HelloReject::ALL");
+        let handshake: Vec<&str> = HandshakeFailure::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            first_column(&readme_table("handshake failure")),
+            handshake,
+            "README (left) vs HandshakeFailure::ALL"
+        );
     }
 
     #[test]
     fn labels_are_distinct_within_each_set() {
-        assert_eq!(set(CloseCause::ALL.iter().map(|c| c.label())).len(), CloseCause::ALL.len());
-        assert_eq!(set(HelloReject::ALL.iter().map(|r| r.label())).len(), HelloReject::ALL.len());
-        assert_eq!(set(HandshakeFailure::ALL.iter().map(|r| r.label())).len(), HandshakeFailure::ALL.len());
+        let distinct = |labels: Vec<&str>| labels.iter().collect::<BTreeSet<_>>().len() == labels.len();
+        assert!(distinct(CloseCause::ALL.iter().map(|c| c.label()).collect()));
+        assert!(distinct(HelloReject::ALL.iter().map(|r| r.label()).collect()));
+        assert!(distinct(HandshakeFailure::ALL.iter().map(|r| r.label()).collect()));
+    }
+
+    #[test]
+    fn a_hello_reject_closes_with_the_cause_of_the_same_name() {
+        for reject in HelloReject::ALL {
+            assert_eq!(reject.cause().label(), reject.label());
+        }
     }
 }
