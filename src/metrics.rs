@@ -5,6 +5,9 @@
 //! it needs (`route`, `mode`, `reason`, `server`). Per-connection code reaches per-route metrics
 //! through [`Metrics::route`], which caches the labelled handles so the hot path does one map
 //! lookup per connection instead of one per update.
+//!
+//! A `reason` label is never a free string: it is the label of a closed enum in
+//! `proxy::close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::proxy::close_cause::{CloseCause, HandshakeFailure, HelloReject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -38,12 +43,12 @@ struct BytesLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteReason {
     route: String,
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -251,22 +256,22 @@ impl Metrics {
         self.connection_slots.set(i64::try_from(slots).unwrap_or(i64::MAX));
     }
 
-    pub fn rejected(&self, reason: &str) {
-        self.rejected.get_or_create(&Reason { reason: reason.to_string() }).inc();
+    /// A connection closed before it reached a backend.
+    pub fn rejected(&self, cause: CloseCause) {
+        self.rejected.get_or_create(&Reason { reason: cause.label() }).inc();
     }
 
-    pub fn hello_rejected(&self, reason: &str) {
-        self.hello_rejects.get_or_create(&Reason { reason: reason.to_string() }).inc();
+    pub fn hello_rejected(&self, reason: HelloReject) {
+        self.hello_rejects.get_or_create(&Reason { reason: reason.label() }).inc();
     }
 
-    pub fn closed(&self, route: &str, cause: &str) {
-        self.closes.get_or_create(&RouteReason { route: route.to_string(), reason: cause.to_string() }).inc();
+    /// A routed connection closed.
+    pub fn closed(&self, route: &str, cause: CloseCause) {
+        self.closes.get_or_create(&RouteReason { route: route.to_string(), reason: cause.label() }).inc();
     }
 
-    pub fn handshake_failed(&self, route: &str, reason: &str) {
-        self.handshake_failures
-            .get_or_create(&RouteReason { route: route.to_string(), reason: reason.to_string() })
-            .inc();
+    pub fn handshake_failed(&self, route: &str, reason: HandshakeFailure) {
+        self.handshake_failures.get_or_create(&RouteReason { route: route.to_string(), reason: reason.label() }).inc();
     }
 
     pub fn backend_connect_failed(&self, route: &str, server: &str) {
@@ -320,7 +325,7 @@ mod tests {
         let active = route.opened();
         route.transferred(10, 20);
         route.handshake(Duration::from_millis(3));
-        metrics.rejected("unknown_sni");
+        metrics.rejected(CloseCause::UnknownSni);
         metrics.config_loaded(true);
         let text = metrics.encode();
         assert!(text.contains("snigate_connections_total{route=\"tenant-a\",mode=\"terminate\"} 1"), "{text}");

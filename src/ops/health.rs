@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HealthCheck, HealthCheckKind, OnBackendDown, ProxyProtocol, Route};
 use crate::metrics::Metrics;
 use crate::proxy::backend;
+use crate::proxy::close_cause::CloseCause;
 use crate::proxy::proxy_header::{self, Meta};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::Sessions;
@@ -89,7 +90,7 @@ impl Checker {
         if route.backend.on_backend_down != OnBackendDown::CloseSessions {
             return;
         }
-        let closed = self.sessions.close_where(self.close_jitter, "backend_down", |session| {
+        let closed = self.sessions.close_where(self.close_jitter, CloseCause::BackendDown, |session| {
             session.route == route.name && session.backend_server == server
         });
         if closed > 0 {

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::ops::admin::{self, Readiness};
 use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
+use crate::proxy::close_cause::CloseCause;
 use crate::proxy::connection::{self, Context};
 use crate::proxy::ip_limit::IpLimiter;
 use crate::proxy::routes::RouteTable;
@@ -307,7 +308,7 @@ async fn drain_gracefully(shared: &Shared, context: &Context) {
     if tokio::time::timeout(drain_timeout, shared.connections.wait()).await.is_ok() {
         return;
     }
-    let relaying = context.sessions.close_where(close_jitter, "drain_timeout", |_| true);
+    let relaying = context.sessions.close_where(close_jitter, CloseCause::DrainTimeout, |_| true);
     tracing::warn!(
         live = shared.connections.len(),
         relaying,
@@ -392,7 +393,7 @@ fn count_added_and_removed(old: &RouteTable, new: &RouteTable) -> (usize, usize)
 
 /// With `revoke_live`, closes live sessions whose client certificate the route's CRLs now revoke.
 fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
-    sessions.close_where(Duration::ZERO, "certificate_revoked", |session| {
+    sessions.close_where(Duration::ZERO, CloseCause::CertificateRevoked, |session| {
         let Some(client) = &session.client_cert else { return false };
         routes
             .routes()

@@ -15,6 +15,7 @@ use tracing::{field, Instrument};
 use crate::config::{Limits, Mode, ProxyProtocol, Route};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::proxy::backend;
+use crate::proxy::close_cause::{CloseCause, HandshakeFailure};
 use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};
@@ -61,19 +62,19 @@ struct Record {
     transferred: Transferred,
 }
 
-/// Why a connection ended: a short label for logs and metrics, and the details.
+/// Why a connection ended, for logs and metrics, and the details.
 #[derive(Debug)]
 struct Close {
-    cause: &'static str,
+    cause: CloseCause,
     detail: Option<String>,
 }
 
 impl Close {
-    fn new(cause: &'static str) -> Close {
+    fn new(cause: CloseCause) -> Close {
         Close { cause, detail: None }
     }
 
-    fn because(cause: &'static str, detail: impl ToString) -> Close {
+    fn because(cause: CloseCause, detail: impl ToString) -> Close {
         Close { cause, detail: Some(detail.to_string()) }
     }
 }
@@ -103,13 +104,13 @@ pub fn handle(
         let close = tokio::select! {
             biased;
             close = serve(stream, peer, local, &routes, &context, &mut record) => close,
-            () = context.hard_stop.cancelled() => Close::new("shutdown"),
+            () = context.hard_stop.cancelled() => Close::new(CloseCause::Shutdown),
         };
         count(&context.metrics, &record, &close);
         let session = record.session.as_deref();
         tracing::info!(
             target: ACCESS_LOG_TARGET,
-            cause = close.cause,
+            cause = close.cause.label(),
             detail = close.detail.as_deref(),
             backend = record.backend.map(field::display),
             client_cn = session.and_then(|s| s.client_identity.as_deref()),
@@ -160,13 +161,26 @@ fn serve<'a>(
             Err(close) => return close,
         };
         let Admitted { stream, received, client, hello, route, _ip_permit, _active } = admitted;
+        let conn = Conn { stream, received, client, local, route, context, record };
         match (&route.tls, route.mode, hello) {
-            (Some(route_tls), Mode::Terminate, Some(hello)) => {
-                Box::pin(terminate(stream, received, client, local, hello, route, route_tls, context, record)).await
-            }
-            (_, _, hello) => Box::pin(forward(stream, received, client, local, hello, route, context, record)).await,
+            (Some(route_tls), Mode::Terminate, Some(hello)) => Box::pin(terminate(conn, hello, route_tls)).await,
+            (_, _, hello) => Box::pin(forward(conn, hello)).await,
         }
     }
+}
+
+/// An admitted connection as its mode takes it: the client side, where it goes, and what it
+/// reports to. (The admission guards stay with `serve`, which outlives the mode.)
+struct Conn<'a> {
+    stream: TcpStream,
+    /// The bytes read so far, replayed to the backend (or fed to the TLS handshake).
+    received: Vec<u8>,
+    client: SocketAddr,
+    /// The address the client connected to.
+    local: SocketAddr,
+    route: &'a Route,
+    context: &'a Context,
+    record: &'a mut Record,
 }
 
 /// Reads the inbound PROXY header (trusted peers) and the hello, and picks the route.
@@ -181,23 +195,10 @@ async fn admit<'r>(
     let limits = &context.limits;
     let span = tracing::Span::current();
     let deadline = tokio::time::Instant::now() + limits.hello_timeout;
-    let mut client = peer;
-    let mut already_read = Vec::new();
-    if inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
-        match inbound::read(&mut stream, deadline).await {
-            Ok(header) => {
-                if let Some(original) = header.client {
-                    client = original;
-                    span.record("peer", field::display(client)).record("via", field::display(peer));
-                }
-                already_read = header.rest;
-            }
-            Err(error) => return Err(Close::because(error.reason(), error)),
-        }
-    }
+    let (client, already_read) = read_inbound(&mut stream, peer, context, deadline, &span).await?;
     let Some(ip_permit) = context.per_ip.try_acquire(client.ip()) else {
         return Err(Close::because(
-            "per_ip_limit",
+            CloseCause::PerIpLimit,
             format!("{} open connections from this address", limits.max_connections_per_ip),
         ));
     };
@@ -205,17 +206,20 @@ async fn admit<'r>(
         Ok(received) => received,
         Err(error) => {
             context.metrics.hello_rejected(error.reason());
-            return Err(Close::because(error.reason(), error));
+            return Err(Close::because(error.reason().cause(), error));
         }
     };
     let hello = match received.progress {
         Progress::Complete(hello) => hello,
         Progress::NotTls if inbound::looks_like_proxy_header(&received.bytes) => {
-            return Err(Close::because("untrusted_proxy_header", "PROXY header from a peer not in accept_proxy_from"));
+            return Err(Close::because(
+                CloseCause::UntrustedProxyHeader,
+                "PROXY header from a peer not in accept_proxy_from",
+            ));
         }
         Progress::NotTls => {
             let Some(route) = routes.default_route().filter(|r| r.mode == Mode::Tcp) else {
-                return Err(Close::new("not_tls"));
+                return Err(Close::new(CloseCause::NotTls));
             };
             let active = routed(&span, route, context, record);
             let received = received.bytes;
@@ -229,7 +233,7 @@ async fn admit<'r>(
                 _active: active,
             });
         }
-        Progress::Incomplete => return Err(Close::new("hello_incomplete")),
+        Progress::Incomplete => return Err(Close::new(CloseCause::HelloIncomplete)),
     };
     if let Some(name) = &hello.server_name {
         span.record("sni", name.as_str());
@@ -238,14 +242,34 @@ async fn admit<'r>(
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
         let _ = stream.shutdown().await;
         let cause = match hello.server_name {
-            Some(_) => "unknown_sni",
-            None => "no_sni",
+            Some(_) => CloseCause::UnknownSni,
+            None => CloseCause::NoSni,
         };
         return Err(Close::because(cause, format!("sni {}", hello.sni_status.as_str())));
     };
     let active = routed(&span, route, context, record);
     let received = received.bytes;
     Ok(Admitted { stream, received, client, hello: Some(hello), route, _ip_permit: ip_permit, _active: active })
+}
+
+/// From a trusted peer, reads its PROXY header: the client it names (else the peer) and the bytes
+/// read past the header.
+async fn read_inbound(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    context: &Context,
+    deadline: tokio::time::Instant,
+    span: &tracing::Span,
+) -> Result<(SocketAddr, Vec<u8>), Close> {
+    if !inbound::is_trusted(&context.accept_proxy_from, peer.ip()) {
+        return Ok((peer, Vec::new()));
+    }
+    let header = inbound::read(stream, deadline).await.map_err(|error| Close::because(error.reason(), error))?;
+    let Some(client) = header.client else {
+        return Ok((peer, header.rest));
+    };
+    span.record("peer", field::display(client)).record("via", field::display(peer));
+    Ok((client, header.rest))
 }
 
 /// Marks the connection as routed: span fields, route metrics, the active-connections gauge.
@@ -278,9 +302,9 @@ async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Co
     };
     Box::pin(backend::connect(&route.backend, on_event)).await.map_err(|error| {
         if error.is_local_exhaustion() {
-            return Close::because("local_fd_exhausted", error);
+            return Close::because(CloseCause::LocalFdExhausted, error);
         }
-        Close::because("backend_unavailable", error)
+        Close::because(CloseCause::BackendUnavailable, error)
     })
 }
 
@@ -302,19 +326,11 @@ fn register(
 }
 
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
-/// (A plain function returning an `async` block: an `async fn` keeps a second copy of its
-/// arguments in its future, for the session's whole life.)
-#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
-fn forward<'a>(
-    stream: TcpStream,
-    received: Vec<u8>,
-    client: SocketAddr,
-    local: SocketAddr,
-    hello: Option<Hello>,
-    route: &'a Route,
-    context: &'a Context,
-    record: &'a mut Record,
-) -> impl Future<Output = Close> + Send + 'a {
+/// (A plain function returning an `async` block, the `Conn` taken apart before it: an `async fn`
+/// keeps a second copy of its arguments in its future, for the session's whole life.)
+#[allow(clippy::manual_async_fn)]
+fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Close> + Send + 'a {
+    let Conn { stream, received, client, local, route, context, record } = conn;
     async move {
         let connected = match connect_backend(route, context).await {
             Ok(connected) => connected,
@@ -333,7 +349,7 @@ fn forward<'a>(
         drop(received);
         let mut backend_stream = connected.stream;
         if let Err(error) = backend_stream.write_all(&first_write).await {
-            return Close::because("backend_error", error);
+            return Close::because(CloseCause::BackendError, error);
         }
         drop(first_write);
         #[cfg(target_os = "linux")]
@@ -350,23 +366,21 @@ fn forward<'a>(
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
 /// the backend, the header with the SSL TLV, and a plaintext relay.
 /// (An `async` block for the reason given at `forward`.)
-#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn)]
 fn terminate<'a>(
-    stream: TcpStream,
-    received: Vec<u8>,
-    client: SocketAddr,
-    local: SocketAddr,
+    conn: Conn<'a>,
     hello: Hello,
-    route: &'a Route,
     route_tls: &'a tls::RouteTls,
-    context: &'a Context,
-    record: &'a mut Record,
 ) -> impl Future<Output = Close> + Send + 'a {
+    let Conn { stream, received, client, local, route, context, record } = conn;
     async move {
         let limits = &context.limits;
         let Ok(Ok(handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
         else {
-            return Close::because("handshake_limit", format!("{} handshakes in progress", limits.max_handshakes));
+            return Close::because(
+                CloseCause::HandshakeLimit,
+                format!("{} handshakes in progress", limits.max_handshakes),
+            );
         };
         let started = std::time::Instant::now();
         // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
@@ -375,12 +389,12 @@ fn terminate<'a>(
             Box::pin(TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)));
         let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Err(_) => {
-                context.metrics.handshake_failed(&route.name, "timeout");
-                return Close::because("handshake_timeout", format!("after {:?}", limits.handshake_timeout));
+                context.metrics.handshake_failed(&route.name, HandshakeFailure::Timeout);
+                return Close::because(CloseCause::HandshakeTimeout, format!("after {:?}", limits.handshake_timeout));
             }
             Ok(Err(error)) => {
                 context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
-                return Close::because("handshake_failed", error);
+                return Close::because(CloseCause::HandshakeFailed, error);
             }
             Ok(Ok(tls_stream)) => Box::new(tls_stream),
         };
@@ -393,7 +407,7 @@ fn terminate<'a>(
             Ok(session) => session,
             Err(error) => {
                 let _ = tls_stream.shutdown().await;
-                return Close::because("bad_client_identity", error);
+                return Close::because(CloseCause::BadClientIdentity, error);
             }
         };
         let connected = match connect_backend(route, context).await {
@@ -415,7 +429,7 @@ fn terminate<'a>(
             Ok(header) => {
                 if let Err(error) = backend_stream.write_all(&header).await {
                     let _ = tls_stream.shutdown().await;
-                    return Close::because("backend_error", error);
+                    return Close::because(CloseCause::BackendError, error);
                 }
             }
             Err(close) => {
@@ -481,11 +495,13 @@ fn header(version: ProxyProtocol, meta: &Meta) -> Result<Vec<u8>, Close> {
     match version {
         ProxyProtocol::None => Ok(Vec::new()),
         ProxyProtocol::V1 => Ok(proxy_header::encode_v1(meta)),
-        ProxyProtocol::V2 => proxy_header::encode_v2(meta).map_err(|error| Close::because("proxy_header", error)),
+        ProxyProtocol::V2 => {
+            proxy_header::encode_v2(meta).map_err(|error| Close::because(CloseCause::ProxyHeader, error))
+        }
     }
 }
 
-/// The close cause of a finished relay; a registry close says why (`backend_down`, …).
+/// The close cause of a finished relay; a registry close says why (backend down, revoked, drain).
 fn end_to_close(end: relay::End, registration: &Registration) -> Close {
     let cause = end.cause();
     match end {
@@ -493,7 +509,7 @@ fn end_to_close(end: relay::End, registration: &Registration) -> Close {
         relay::End::ClientError(error) | relay::End::BackendError(error)
             if crate::ops::fd_limit::is_exhaustion(&error) =>
         {
-            Close::because("local_fd_exhausted", error)
+            Close::because(CloseCause::LocalFdExhausted, error)
         }
         relay::End::ClientError(error) | relay::End::BackendError(error) => Close::because(cause, error),
         relay::End::Shutdown => Close::new(registration.close_reason().unwrap_or(cause)),

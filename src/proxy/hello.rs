@@ -10,6 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::proxy::close_cause::HelloReject;
 use crate::proxy::routes;
 
 const RECORD_HEADER_BYTES: usize = 5;
@@ -86,18 +87,18 @@ pub enum HelloError {
 }
 
 impl HelloError {
-    /// Short label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// Why the hello is refused, for logs and metrics.
+    pub fn reason(&self) -> HelloReject {
         match self {
-            HelloError::TooLarge { .. } => "hello_too_large",
-            HelloError::RecordTooLong { .. } => "record_too_long",
+            HelloError::TooLarge { .. } => HelloReject::TooLarge,
+            HelloError::RecordTooLong { .. } => HelloReject::RecordTooLong,
             HelloError::EmptyRecord
             | HelloError::UnexpectedRecord { .. }
             | HelloError::NotClientHello { .. }
-            | HelloError::Malformed(_) => "hello_malformed",
-            HelloError::Timeout => "hello_timeout",
-            HelloError::ClosedEarly => "client_closed",
-            HelloError::Io(_) => "client_io",
+            | HelloError::Malformed(_) => HelloReject::Malformed,
+            HelloError::Timeout => HelloReject::Timeout,
+            HelloError::ClosedEarly => HelloReject::ClientClosed,
+            HelloError::Io(_) => HelloReject::ClientIo,
         }
     }
 }

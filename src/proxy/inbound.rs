@@ -10,6 +10,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::proxy::close_cause::CloseCause;
+
 /// Largest inbound header accepted. v1 is at most 107 bytes; v2 bodies from cloud load
 /// balancers carry a few TLVs (VPC endpoint IDs, unique IDs) and stay well under this.
 pub const MAX_INBOUND_HEADER_BYTES: usize = 4096;
@@ -34,12 +36,13 @@ pub enum InboundError {
 }
 
 impl InboundError {
-    pub fn reason(&self) -> &'static str {
+    /// The connection's close cause.
+    pub fn reason(&self) -> CloseCause {
         match self {
-            InboundError::Timeout => "proxy_header_timeout",
-            InboundError::ClosedEarly => "client_closed",
-            InboundError::TooLarge | InboundError::Malformed(_) => "proxy_header_malformed",
-            InboundError::Io(_) => "client_io",
+            InboundError::Timeout => CloseCause::ProxyHeaderTimeout,
+            InboundError::ClosedEarly => CloseCause::ClientClosed,
+            InboundError::TooLarge | InboundError::Malformed(_) => CloseCause::ProxyHeaderMalformed,
+            InboundError::Io(_) => CloseCause::ClientIo,
         }
     }
 }

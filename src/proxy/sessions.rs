@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::close_cause::CloseCause;
 use crate::proxy::tls::ClientCertId;
 
 /// What a live session is attached to.
@@ -22,7 +23,7 @@ pub struct SessionInfo {
 struct Entry {
     info: SessionInfo,
     close: CancellationToken,
-    reason: Arc<OnceLock<&'static str>>,
+    reason: Arc<OnceLock<CloseCause>>,
 }
 
 /// A slab, not a hash map: entries sit densely at the front of one allocation, so memory that
@@ -37,12 +38,12 @@ pub struct Sessions {
 pub struct Registration {
     sessions: Arc<Sessions>,
     key: usize,
-    reason: Arc<OnceLock<&'static str>>,
+    reason: Arc<OnceLock<CloseCause>>,
 }
 
 impl Registration {
-    /// Why the registry closed this session, if it did (`backend_down`, `revoked`, `drain`).
-    pub fn close_reason(&self) -> Option<&'static str> {
+    /// Why the registry closed this session, if it did.
+    pub fn close_reason(&self) -> Option<CloseCause> {
         self.reason.get().copied()
     }
 }
@@ -81,7 +82,7 @@ impl Sessions {
 
     /// Closes every session `select` picks, each at a random moment within `jitter`, recording
     /// `reason` for its log line; returns how many were picked.
-    pub fn close_where(&self, jitter: Duration, reason: &'static str, select: impl Fn(&SessionInfo) -> bool) -> usize {
+    pub fn close_where(&self, jitter: Duration, reason: CloseCause, select: impl Fn(&SessionInfo) -> bool) -> usize {
         let tokens: Vec<CancellationToken> = self
             .lock()
             .iter()
@@ -130,10 +131,14 @@ mod tests {
         let b = CancellationToken::new();
         let ra = sessions.register(info("r", "127.0.0.1:1"), a.clone());
         let _rb = sessions.register(info("r", "127.0.0.1:2"), b.clone());
-        assert_eq!(sessions.close_where(Duration::from_secs(10), "test", |s| s.backend_server == "127.0.0.1:1"), 1);
+        assert_eq!(
+            sessions
+                .close_where(Duration::from_secs(10), CloseCause::BackendDown, |s| s.backend_server == "127.0.0.1:1"),
+            1
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(a.is_cancelled());
-        assert_eq!(ra.close_reason(), Some("test"));
+        assert_eq!(ra.close_reason(), Some(CloseCause::BackendDown));
         assert!(!b.is_cancelled());
     }
 

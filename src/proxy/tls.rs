@@ -15,6 +15,7 @@ use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::config::{ClientAuth, Identity, RawTls, TlsVersion};
+use crate::proxy::close_cause::HandshakeFailure;
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 
 /// Sessions each route's stateful resumption cache holds. Tickets (stateless) come on top.
@@ -393,26 +394,26 @@ pub fn certificate_identity(cert: &X509Certificate<'_>, identity: Identity) -> O
     })
 }
 
-/// A short label for a failed server handshake, for metrics.
-pub fn failure_reason(error: &std::io::Error) -> &'static str {
+/// Why a server handshake failed, for metrics.
+pub fn failure_reason(error: &std::io::Error) -> HandshakeFailure {
     use rustls::{CertificateError, Error};
     let Some(error) = error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
         return match error.kind() {
-            std::io::ErrorKind::UnexpectedEof => "client_closed",
-            _ => "io",
+            std::io::ErrorKind::UnexpectedEof => HandshakeFailure::ClientClosed,
+            _ => HandshakeFailure::Io,
         };
     };
     match error {
-        Error::NoCertificatesPresented => "certificate_required",
-        Error::InvalidCertificate(CertificateError::Revoked) => "certificate_revoked",
+        Error::NoCertificatesPresented => HandshakeFailure::CertificateRequired,
+        Error::InvalidCertificate(CertificateError::Revoked) => HandshakeFailure::CertificateRevoked,
         Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            "certificate_expired"
+            HandshakeFailure::CertificateExpired
         }
-        Error::InvalidCertificate(_) => "bad_certificate",
-        Error::NoApplicationProtocol => "no_application_protocol",
-        Error::PeerIncompatible(_) => "incompatible",
-        Error::AlertReceived(_) => "alert_received",
-        _ => "protocol_error",
+        Error::InvalidCertificate(_) => HandshakeFailure::BadCertificate,
+        Error::NoApplicationProtocol => HandshakeFailure::NoApplicationProtocol,
+        Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+        Error::AlertReceived(_) => HandshakeFailure::AlertReceived,
+        _ => HandshakeFailure::ProtocolError,
     }
 }
 

@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::proxy::close_cause::CloseCause;
+
 /// The per-thread scratch buffer one read fills (the largest TLS record's plaintext).
 const SCRATCH_BYTES: usize = 16 * 1024;
 
@@ -54,14 +56,14 @@ pub enum End {
 }
 
 impl End {
-    /// Short label for logs and metrics.
-    pub fn cause(&self) -> &'static str {
+    /// The connection's close cause.
+    pub fn cause(&self) -> CloseCause {
         match self {
-            End::Closed => "closed",
-            End::Idle => "idle_timeout",
-            End::Shutdown => "shutdown",
-            End::ClientError(_) => "client_error",
-            End::BackendError(_) => "backend_error",
+            End::Closed => CloseCause::Closed,
+            End::Idle => CloseCause::IdleTimeout,
+            End::Shutdown => CloseCause::Shutdown,
+            End::ClientError(_) => CloseCause::ClientError,
+            End::BackendError(_) => CloseCause::BackendError,
         }
     }
 }

@@ -1,0 +1,235 @@
+//! The closed sets of labels a connection's end is known by: why it closed (the access log's
+//! `cause`, `snigate_connection_closes_total` and `snigate_connections_rejected_total`), why its
+//! ClientHello was refused (`snigate_hello_rejects_total`) and why its TLS handshake failed
+//! (`snigate_handshake_failures_total`). Each enum has one mapping to its label; the README's
+//! tables list the same labels, and a test here checks that they do.
+//!
+//! To add a cause: add a variant with a doc line and its label to the `labels!` list, and a row
+//! to the README's table. Labels are stable: dashboards and alerts use them.
+
+/// Declares a label enum: the variants with their docs and labels, `ALL` in declaration order (the
+/// README's), and `label`. One list, so `ALL` cannot miss a variant.
+macro_rules! labels {
+    ($(#[$doc:meta])* pub enum $name:ident { $($(#[$variant_doc:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in the README's order.
+            pub const ALL: &[$name] = &[$($name::$variant,)*];
+
+            /// The label in logs and metrics.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// Why a connection ended.
+    pub enum CloseCause {
+        /// Both sides ended: an EOF, a TLS close without close_notify, a peer already gone at the
+        /// final shutdown.
+        Closed => "closed",
+        /// No bytes in either direction for `idle_timeout`.
+        IdleTimeout => "idle_timeout",
+        /// The drain deadline passed (or a second SIGTERM/SIGINT came) while the connection was open.
+        Shutdown => "shutdown",
+        /// Closed by the drain after `drain_timeout`, at its moment within `close_jitter`.
+        DrainTimeout => "drain_timeout",
+        /// Closed because a health check took its backend server down (`on_backend_down: close_sessions`).
+        BackendDown => "backend_down",
+        /// Closed at a reload whose CRLs revoke its client certificate (`revoke_live: true`).
+        CertificateRevoked => "certificate_revoked",
+        /// A read or write on the client side failed mid-session, e.g. a reset.
+        ClientError => "client_error",
+        /// A read or write on the backend side failed mid-session, or the PROXY header could not be sent.
+        BackendError => "backend_error",
+        /// The proxy ran out of file descriptors (EMFILE/ENFILE) for the backend socket or a splice pipe.
+        LocalFdExhausted => "local_fd_exhausted",
+        /// Every backend server failed to connect or timed out (or all are down).
+        BackendUnavailable => "backend_unavailable",
+        /// The client address already has `max_connections_per_ip` open connections.
+        PerIpLimit => "per_ip_limit",
+        /// A peer not in `accept_proxy_from` started with a PROXY header.
+        UntrustedProxyHeader => "untrusted_proxy_header",
+        /// A trusted peer's PROXY header was not complete within `hello_timeout`.
+        ProxyHeaderTimeout => "proxy_header_timeout",
+        /// A trusted peer's PROXY header was malformed or larger than the inbound cap.
+        ProxyHeaderMalformed => "proxy_header_malformed",
+        /// The client closed during the inbound PROXY header or the ClientHello.
+        ClientClosed => "client_closed",
+        /// Reading the inbound PROXY header or the ClientHello failed.
+        ClientIo => "client_io",
+        /// The first bytes are not TLS and `default` is not a `mode: tcp` route.
+        NotTls => "not_tls",
+        /// The hello reader stopped before the hello was whole (not expected: it reads until then).
+        HelloIncomplete => "hello_incomplete",
+        /// The ClientHello was not complete within `hello_timeout`.
+        HelloTimeout => "hello_timeout",
+        /// The ClientHello is larger than `max_hello_bytes`.
+        HelloTooLarge => "hello_too_large",
+        /// A record of the ClientHello is longer than TLS allows.
+        RecordTooLong => "record_too_long",
+        /// The ClientHello's lengths or message types are wrong.
+        HelloMalformed => "hello_malformed",
+        /// The SNI names no route and `default` is `reject` (the client gets `unrecognized_name`).
+        UnknownSni => "unknown_sni",
+        /// No valid SNI and `default` is `reject` (the client gets `unrecognized_name`).
+        NoSni => "no_sni",
+        /// No handshake slot (`max_handshakes`) came free within the queue wait.
+        HandshakeLimit => "handshake_limit",
+        /// The TLS handshake did not finish within `handshake_timeout`.
+        HandshakeTimeout => "handshake_timeout",
+        /// The TLS handshake failed (see the handshake failure reasons).
+        HandshakeFailed => "handshake_failed",
+        /// The client certificate's identity has NUL or control characters, or is over 255 bytes.
+        BadClientIdentity => "bad_client_identity",
+        /// The outbound PROXY v2 header could not be built (it would exceed its size limit).
+        ProxyHeader => "proxy_header",
+    }
+}
+
+impl CloseCause {
+    /// Whether the close is a failure or refusal; the orderly ends of a session are not.
+    pub fn is_error(self) -> bool {
+        !matches!(self, CloseCause::Closed | CloseCause::IdleTimeout | CloseCause::Shutdown | CloseCause::DrainTimeout)
+    }
+}
+
+impl std::fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+labels! {
+    /// Why a ClientHello was refused.
+    pub enum HelloReject {
+        /// Not complete within `hello_timeout`.
+        Timeout => "hello_timeout",
+        /// Larger than `max_hello_bytes`.
+        TooLarge => "hello_too_large",
+        /// A record longer than TLS allows.
+        RecordTooLong => "record_too_long",
+        /// Wrong lengths, an empty or non-handshake record, or a first message that is not a ClientHello.
+        Malformed => "hello_malformed",
+        /// The client closed before the hello was complete.
+        ClientClosed => "client_closed",
+        /// Reading from the client failed.
+        ClientIo => "client_io",
+    }
+}
+
+impl HelloReject {
+    /// The connection's close cause, of the same name.
+    pub fn cause(self) -> CloseCause {
+        match self {
+            HelloReject::Timeout => CloseCause::HelloTimeout,
+            HelloReject::TooLarge => CloseCause::HelloTooLarge,
+            HelloReject::RecordTooLong => CloseCause::RecordTooLong,
+            HelloReject::Malformed => CloseCause::HelloMalformed,
+            HelloReject::ClientClosed => CloseCause::ClientClosed,
+            HelloReject::ClientIo => CloseCause::ClientIo,
+        }
+    }
+}
+
+labels! {
+    /// Why a terminate route's TLS handshake failed.
+    pub enum HandshakeFailure {
+        /// Not finished within `handshake_timeout`.
+        Timeout => "timeout",
+        /// The client closed during the handshake.
+        ClientClosed => "client_closed",
+        /// Reading or writing the client socket failed.
+        Io => "io",
+        /// `client_auth: required` and the client sent no certificate.
+        CertificateRequired => "certificate_required",
+        /// The client certificate is revoked by a CRL of the route.
+        CertificateRevoked => "certificate_revoked",
+        /// The client certificate has expired.
+        CertificateExpired => "certificate_expired",
+        /// The client certificate does not verify (unknown issuer, bad signature, wrong usage…).
+        BadCertificate => "bad_certificate",
+        /// The client offered ALPN protocols but none of the route's.
+        NoApplicationProtocol => "no_application_protocol",
+        /// The client supports none of the versions, suites or groups offered.
+        Incompatible => "incompatible",
+        /// The client sent a fatal alert.
+        AlertReceived => "alert_received",
+        /// Any other TLS protocol error.
+        ProtocolError => "protocol_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The rows of the README table whose header row starts with `| <first_column> |`, as cells
+    /// without their backticks.
+    fn readme_table(first_column: &str) -> Vec<Vec<String>> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let header = format!("| {first_column} |");
+        let mut lines = readme.lines().skip_while(|line| !line.starts_with(&header));
+        assert!(lines.next().is_some(), "README has no table starting with {header}");
+        lines
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                line.trim_matches('|').split(" | ").map(|cell| cell.trim().trim_matches('`').to_string()).collect()
+            })
+            .collect()
+    }
+
+    fn first_column(rows: &[Vec<String>]) -> Vec<&str> {
+        rows.iter().map(|row| row[0].as_str()).collect()
+    }
+
+    #[test]
+    fn readme_close_cause_table_lists_every_cause_and_whether_it_is_an_error() {
+        let rows = readme_table("close cause");
+        let code: Vec<&str> = CloseCause::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(first_column(&rows), code, "README close causes (left) vs CloseCause::ALL (right)");
+        for (row, cause) in rows.iter().zip(CloseCause::ALL) {
+            let expected = if cause.is_error() { "yes" } else { "no" };
+            assert_eq!(row.last().map(String::as_str), Some(expected), "error? of {cause}");
+        }
+    }
+
+    #[test]
+    fn readme_hello_reject_and_handshake_failure_tables_list_every_reason() {
+        let hello: Vec<&str> = HelloReject::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(first_column(&readme_table("hello reject")), hello, "README (left) vs HelloReject::ALL");
+        let handshake: Vec<&str> = HandshakeFailure::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            first_column(&readme_table("handshake failure")),
+            handshake,
+            "README (left) vs HandshakeFailure::ALL"
+        );
+    }
+
+    #[test]
+    fn labels_are_distinct_within_each_set() {
+        let distinct = |labels: Vec<&str>| labels.iter().collect::<BTreeSet<_>>().len() == labels.len();
+        assert!(distinct(CloseCause::ALL.iter().map(|c| c.label()).collect()));
+        assert!(distinct(HelloReject::ALL.iter().map(|r| r.label()).collect()));
+        assert!(distinct(HandshakeFailure::ALL.iter().map(|r| r.label()).collect()));
+    }
+
+    #[test]
+    fn a_hello_reject_closes_with_the_cause_of_the_same_name() {
+        for reject in HelloReject::ALL {
+            assert_eq!(reject.cause().label(), reject.label());
+        }
+    }
+}
