@@ -17,6 +17,7 @@ mod fd_limit;
 mod hello_limits;
 mod import_nginx;
 mod inbound_proxy;
+mod layout_docs;
 mod lifecycle;
 mod limits;
 mod operations_drain;
