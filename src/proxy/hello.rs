@@ -5,7 +5,7 @@
 //! tls-parser parses complete messages only, so the record framing and reassembly here are ours;
 //! the hello body and its extensions are parsed by tls-parser.
 
-use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+use tls_parser::{SNIType, TlsExtension, TlsHandshakeType, TlsMessage, TlsMessageHandshake, TlsRecordType};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -13,10 +13,24 @@ use tokio::time::Instant;
 use crate::proxy::close_cause::HelloReject;
 use crate::proxy::routes;
 
+/// Record header: content type (1), legacy version (2), payload length (2).
 const RECORD_HEADER_BYTES: usize = 5;
+/// Where the record's big-endian u16 payload length sits: after the content type and version.
+const RECORD_LENGTH_AT: usize = 3;
+/// Every SSL 3.0 and TLS record version has major byte 3 (TLS 1.x is 3.1 to 3.4).
+const TLS_MAJOR_VERSION: u8 = 3;
+/// Handshake message header: message type (1), then a 24-bit big-endian body length (3).
 const HANDSHAKE_HEADER_BYTES: usize = 4;
-const CONTENT_TYPE_HANDSHAKE: u8 = 0x16;
-const HANDSHAKE_CLIENT_HELLO: u8 = 0x01;
+const CONTENT_TYPE_HANDSHAKE: u8 = TlsRecordType::Handshake.0;
+const HANDSHAKE_CLIENT_HELLO: u8 = TlsHandshakeType::ClientHello.0;
+/// ClientHello fields before the extensions (RFC 8446 §4.1.2), with the size of each length prefix.
+const CLIENT_VERSION_BYTES: usize = 2;
+const RANDOM_BYTES: usize = 32;
+const SESSION_ID_LENGTH_BYTES: usize = 1;
+const CIPHER_SUITES_LENGTH_BYTES: usize = 2;
+const CIPHER_SUITE_BYTES: usize = 2;
+const COMPRESSION_METHODS_LENGTH_BYTES: usize = 1;
+const EXTENSIONS_LENGTH_BYTES: usize = 2;
 /// RFC 8446 §5.1: a plaintext record carries at most 2^14 bytes.
 const MAX_RECORD_PAYLOAD_BYTES: usize = 16_384;
 /// Bytes asked of the socket per read; a typical hello arrives in one or two reads.
@@ -68,7 +82,7 @@ pub enum Progress {
 pub enum HelloError {
     #[error("ClientHello exceeds max_hello_bytes ({max_bytes} bytes)")]
     TooLarge { max_bytes: usize },
-    #[error("record of {len} bytes exceeds the TLS maximum of 16384")]
+    #[error("record of {len} bytes exceeds the TLS maximum of {MAX_RECORD_PAYLOAD_BYTES}")]
     RecordTooLong { len: usize },
     #[error("empty handshake record")]
     EmptyRecord,
@@ -109,7 +123,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Progress, HelloError> {
     match buf {
         [] => return Ok(Progress::Incomplete),
         [first, ..] if *first != CONTENT_TYPE_HANDSHAKE => return Ok(Progress::NotTls),
-        [_, major, ..] if *major != 3 => return Ok(Progress::NotTls),
+        [_, major, ..] if *major != TLS_MAJOR_VERSION => return Ok(Progress::NotTls),
         _ => {}
     }
     let mut handshake: Vec<u8> = Vec::new();
@@ -121,7 +135,7 @@ pub fn parse(buf: &[u8], max_bytes: usize) -> Result<Progress, HelloError> {
         if header[0] != CONTENT_TYPE_HANDSHAKE {
             return Err(HelloError::UnexpectedRecord { content_type: header[0] });
         }
-        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        let len = usize::from(u16::from_be_bytes([header[RECORD_LENGTH_AT], header[RECORD_LENGTH_AT + 1]]));
         if len == 0 {
             return Err(HelloError::EmptyRecord);
         }
@@ -172,6 +186,7 @@ fn incomplete(needed: usize, max_bytes: usize) -> Result<Progress, HelloError> {
 /// Total length (header included) of the handshake message starting `message`, once known.
 fn message_len(message: &[u8]) -> Option<usize> {
     let header = message.get(..HANDSHAKE_HEADER_BYTES)?;
+    // The type byte, then the 24-bit length: widened to a u32 with a zero high byte.
     let body = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
     Some(HANDSHAKE_HEADER_BYTES + body)
 }
@@ -184,15 +199,15 @@ fn parse_message(message: &[u8]) -> Result<Hello, HelloError> {
     };
     // tls-parser reads an extensions block whose length overruns the message as "no extensions";
     // that is a malformed hello, not one without SNI, so check the framing adds up exactly.
-    let fixed_bytes = 2
-        + 32
-        + 1
+    let fixed_bytes = CLIENT_VERSION_BYTES
+        + RANDOM_BYTES
+        + SESSION_ID_LENGTH_BYTES
         + contents.session_id.map_or(0, <[u8]>::len)
-        + 2
-        + 2 * contents.ciphers.len()
-        + 1
+        + CIPHER_SUITES_LENGTH_BYTES
+        + CIPHER_SUITE_BYTES * contents.ciphers.len()
+        + COMPRESSION_METHODS_LENGTH_BYTES
         + contents.comp.len();
-    let extension_bytes = contents.ext.map_or(0, |ext| 2 + ext.len());
+    let extension_bytes = contents.ext.map_or(0, |ext| EXTENSIONS_LENGTH_BYTES + ext.len());
     if fixed_bytes + extension_bytes != message.len() - HANDSHAKE_HEADER_BYTES {
         return Err(HelloError::Malformed("extensions do not fill the message exactly"));
     }
@@ -209,7 +224,7 @@ fn parse_message(message: &[u8]) -> Result<Hello, HelloError> {
         match extension {
             TlsExtension::SNI(names) => {
                 sni_extensions += 1;
-                let mut host_names = names.iter().filter(|(kind, _)| kind.0 == 0).map(|(_, name)| *name);
+                let mut host_names = names.iter().filter(|(kind, _)| *kind == SNIType::HostName).map(|(_, name)| *name);
                 hello.server_name = match (host_names.next(), host_names.next()) {
                     (Some(name), None) => routes::canonicalize(name),
                     _ => None,
@@ -286,11 +301,12 @@ pub async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tls_parser::TlsExtensionType;
 
     /// A ClientHello handshake message (no record header) with the given extensions.
     fn hello_message(extensions: &[u8]) -> Vec<u8> {
         let mut body = vec![0x03, 0x03];
-        body.extend_from_slice(&[7u8; 32]); // random
+        body.extend_from_slice(&[7u8; RANDOM_BYTES]);
         body.push(0); // session id
         body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // one cipher suite
         body.extend_from_slice(&[0x01, 0x00]); // null compression
@@ -318,7 +334,7 @@ mod tests {
         }
         let mut data = (list.len() as u16).to_be_bytes().to_vec();
         data.extend_from_slice(&list);
-        extension(0, &data)
+        extension(TlsExtensionType::ServerName.0, &data)
     }
 
     fn alpn_extension(protocols: &[&[u8]]) -> Vec<u8> {
@@ -329,7 +345,7 @@ mod tests {
         }
         let mut data = (list.len() as u16).to_be_bytes().to_vec();
         data.extend_from_slice(&list);
-        extension(16, &data)
+        extension(TlsExtensionType::ApplicationLayerProtocolNegotiation.0, &data)
     }
 
     /// Frames a handshake message into records carrying at most `fragment` bytes each.
@@ -446,7 +462,14 @@ mod tests {
         alert_inside.extend_from_slice(&[0x15, 3, 3, 0, 2, 2, 40]);
         assert_eq!(parse(&alert_inside, 16384), Err(HelloError::UnexpectedRecord { content_type: 0x15 }));
         let mut overrun = hello_message(&sni_extension(&[b"a.test"]));
-        let extensions_length_at = HANDSHAKE_HEADER_BYTES + 2 + 32 + 1 + 4 + 2;
+        let one_cipher_suite = CIPHER_SUITES_LENGTH_BYTES + CIPHER_SUITE_BYTES;
+        let null_compression = COMPRESSION_METHODS_LENGTH_BYTES + 1;
+        let extensions_length_at = HANDSHAKE_HEADER_BYTES
+            + CLIENT_VERSION_BYTES
+            + RANDOM_BYTES
+            + SESSION_ID_LENGTH_BYTES
+            + one_cipher_suite
+            + null_compression;
         overrun[extensions_length_at] = 0x7f;
         assert!(matches!(parse(&records(&overrun, 16384), 16384), Err(HelloError::Malformed(_))));
         let mut trailing = hello_message(&sni_extension(&[b"a.test"]));

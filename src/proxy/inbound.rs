@@ -15,10 +15,13 @@ use crate::proxy::close_cause::CloseCause;
 /// Largest inbound header accepted. v1 is at most 107 bytes; v2 bodies from cloud load
 /// balancers carry a few TLVs (VPC endpoint IDs, unique IDs) and stay well under this.
 pub const MAX_INBOUND_HEADER_BYTES: usize = 4096;
+/// Bytes asked of the socket per read; a v1 line or a typical v2 header arrives in one.
 const READ_CHUNK_BYTES: usize = 1024;
 /// The longest v1 line the spec allows, CRLF included.
 const MAX_V1_LINE_BYTES: usize = 107;
-const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+/// A v1 line ends at its first CRLF.
+const CRLF: &[u8] = b"\r\n";
+const V2_SIGNATURE: &[u8] = ppp::v2::PROTOCOL_PREFIX;
 const V1_PREFIX: &[u8] = b"PROXY ";
 
 #[derive(Debug, thiserror::Error)]
@@ -98,13 +101,15 @@ pub fn parse(bytes: &[u8]) -> Result<Option<(Option<SocketAddr>, usize)>, Inboun
     if looks_like_v1(bytes) {
         // The line ends at the first CRLF; ppp judges a cut-off line by its fields ("PROXY T" is a
         // bad protocol), so parse only whole lines, and refuse a stray CR or LF inside one.
-        let Some(crlf) = bytes.windows(2).position(|pair| pair == b"\r\n") else {
+        let Some(crlf) = bytes.windows(CRLF.len()).position(|pair| pair == CRLF) else {
             return match bytes.len() >= MAX_V1_LINE_BYTES {
-                true => Err(InboundError::Malformed("PROXY v1 line without CRLF in 107 bytes".into())),
+                true => {
+                    Err(InboundError::Malformed(format!("PROXY v1 line without CRLF in {MAX_V1_LINE_BYTES} bytes")))
+                }
                 false => Ok(None),
             };
         };
-        let line = &bytes[..crlf + 2];
+        let line = &bytes[..crlf + CRLF.len()];
         if line.len() > MAX_V1_LINE_BYTES || bytes[..crlf].iter().any(|&b| b == b'\r' || b == b'\n') {
             return Err(InboundError::Malformed("PROXY v1 line is too long or holds a stray CR/LF".into()));
         }

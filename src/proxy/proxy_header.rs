@@ -7,14 +7,42 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use ppp::v2::{Builder, Command, Protocol, Type, Version};
+use ppp::v2::{Builder, Command, Protocol, Type, Version, PROTOCOL_PREFIX};
 
 /// Mosquitto (and HAProxy's default) refuse longer bodies; DESIGN.md keeps the whole header ≤ 500.
 pub const MAX_HEADER_BYTES: usize = 500;
 
+/// SSL TLV client bit: the client connected over TLS.
 pub const PP2_CLIENT_SSL: u8 = 0x01;
+/// SSL TLV client bit: the client presented a certificate on this connection.
 pub const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+/// SSL TLV client bit: the TLS session carries a client certificate (perhaps by resumption).
 pub const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+
+/// Every v2 header starts with these: signature (12), version/command, family/protocol, length (2).
+const V2_FIXED_HEADER_LEN: usize = PROTOCOL_PREFIX.len() + 1 + 1 + 2;
+/// The big-endian u16 body length follows the signature and the version and family bytes.
+const V2_LENGTH_AT: usize = PROTOCOL_PREFIX.len() + 2;
+/// Room reserved for a v2 header: addresses and the usual TLVs fit without regrowing.
+const V2_CAPACITY_BYTES: usize = 256;
+/// Room reserved for a v1 line: a TCP4 line fits (the longest, TCP6, is 107 bytes).
+const V1_CAPACITY_BYTES: usize = 64;
+/// Room reserved for the SSL TLV value: client bits, verify and five short strings.
+const SSL_CAPACITY_BYTES: usize = 128;
+/// The SSL TLV value starts with the client bits (1 byte) and the verify result (u32).
+const SSL_FIXED_BYTES: usize = 1 + 4;
+/// SSL TLV verify result: 0 means the client presented a certificate and it was verified.
+const SSL_VERIFY_OK: u32 = 0;
+/// SSL TLV verify result when there is no verified certificate (any non-zero value says so).
+const SSL_VERIFY_NO_CERTIFICATE: u32 = 1;
+
+/// The TLV type codes a decoded header is matched on (`ppp::v2::Type` as bytes).
+const TLV_ALPN: u8 = Type::ALPN as u8;
+const TLV_AUTHORITY: u8 = Type::Authority as u8;
+const TLV_SSL: u8 = Type::SSL as u8;
+const TLV_SSL_VERSION: u8 = Type::SSLVersion as u8;
+const TLV_SSL_CN: u8 = Type::SSLCommonName as u8;
+const TLV_SSL_CIPHER: u8 = Type::SSLCipher as u8;
 
 /// Everything a header may carry about one client connection.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +87,7 @@ pub fn encode_v1(meta: &Meta) -> Vec<u8> {
     };
     let (source, destination) = same_family(source, destination);
     let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
-    let mut line = String::with_capacity(64);
+    let mut line = String::with_capacity(V1_CAPACITY_BYTES);
     let _ = write!(
         line,
         "PROXY {family} {} {} {} {}\r\n",
@@ -80,7 +108,7 @@ pub fn encode_v2(meta: &Meta) -> Result<Vec<u8>, HeaderError> {
         }
         _ => Builder::with_addresses(version_command, Protocol::Unspecified, ppp::v2::Addresses::Unspecified),
     };
-    let mut builder = builder.reserve_capacity(256);
+    let mut builder = builder.reserve_capacity(V2_CAPACITY_BYTES);
     if let Some(alpn) = meta.alpn {
         builder = builder.write_tlv(Type::ALPN, alpn).map_err(|_| HeaderError::TlvTooLong(alpn.len()))?;
     }
@@ -110,8 +138,8 @@ fn encode_ssl(ssl: &Ssl) -> Result<Vec<u8>, HeaderError> {
         client |= PP2_CLIENT_CERT_SESS;
     }
     // rustls only reports certificates it verified, so "present" means "verified" here.
-    let verify: u32 = if ssl.cert_in_session { 0 } else { 1 };
-    let mut value = Vec::with_capacity(128);
+    let verify = if ssl.cert_in_session { SSL_VERIFY_OK } else { SSL_VERIFY_NO_CERTIFICATE };
+    let mut value = Vec::with_capacity(SSL_CAPACITY_BYTES);
     value.push(client);
     value.extend_from_slice(&verify.to_be_bytes());
     let sub_tlvs = [
@@ -162,13 +190,14 @@ pub struct Decoded {
 }
 
 /// Length of the v2 header at the start of `buf` once its fixed part is there; `None` if it is
-/// not a v2 header or is not yet 16 bytes long.
+/// not a v2 header or its fixed part (`V2_FIXED_HEADER_LEN` bytes) has not all arrived.
 pub fn v2_header_len(buf: &[u8]) -> Option<usize> {
-    let fixed = buf.get(..16)?;
-    if &fixed[..12] != ppp::v2::PROTOCOL_PREFIX {
+    let fixed = buf.get(..V2_FIXED_HEADER_LEN)?;
+    if &fixed[..PROTOCOL_PREFIX.len()] != PROTOCOL_PREFIX {
         return None;
     }
-    Some(16 + usize::from(u16::from_be_bytes([fixed[14], fixed[15]])))
+    let body_len = u16::from_be_bytes([fixed[V2_LENGTH_AT], fixed[V2_LENGTH_AT + 1]]);
+    Some(V2_FIXED_HEADER_LEN + usize::from(body_len))
 }
 
 /// Decodes a complete v2 header with ppp; the SSL TLV's sub-TLVs are walked here.
@@ -190,19 +219,19 @@ pub fn decode_v2(buf: &[u8]) -> Option<Decoded> {
     for tlv in header.tlvs() {
         let Ok(tlv) = tlv else { return None };
         match tlv.kind {
-            0x01 => decoded.alpn = Some(text(&tlv.value)),
-            0x02 => decoded.authority = Some(text(&tlv.value)),
-            0x20 if tlv.value.len() >= 5 => {
+            TLV_ALPN => decoded.alpn = Some(text(&tlv.value)),
+            TLV_AUTHORITY => decoded.authority = Some(text(&tlv.value)),
+            TLV_SSL if tlv.value.len() >= SSL_FIXED_BYTES => {
                 decoded.ssl_client_bits = Some(tlv.value[0]);
-                decoded.ssl_verify = Some(u32::from_be_bytes([tlv.value[1], tlv.value[2], tlv.value[3], tlv.value[4]]));
-                let mut rest = &tlv.value[5..];
+                decoded.ssl_verify = Some(u32::from_be_bytes(tlv.value[1..SSL_FIXED_BYTES].try_into().ok()?));
+                let mut rest = &tlv.value[SSL_FIXED_BYTES..];
                 while let [kind, high, low, tail @ ..] = rest {
                     let len = usize::from(u16::from_be_bytes([*high, *low]));
                     let value = tail.get(..len)?;
-                    match kind {
-                        0x21 => decoded.ssl_version = Some(text(value)),
-                        0x22 => decoded.ssl_cn = Some(text(value)),
-                        0x23 => decoded.ssl_cipher = Some(text(value)),
+                    match *kind {
+                        TLV_SSL_VERSION => decoded.ssl_version = Some(text(value)),
+                        TLV_SSL_CN => decoded.ssl_cn = Some(text(value)),
+                        TLV_SSL_CIPHER => decoded.ssl_cipher = Some(text(value)),
                         _ => {}
                     }
                     rest = &tail[len..];

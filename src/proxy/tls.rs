@@ -128,11 +128,11 @@ impl RouteTls {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
         for protocol in &raw.alpn {
-            if protocol.is_empty() || protocol.len() > 255 {
+            if protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES {
                 problems.push(TlsProblem {
                     field: "alpn",
                     value: protocol.clone(),
-                    message: format!("ALPN protocol {protocol:?} must be 1 to 255 bytes"),
+                    message: format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes"),
                 });
             }
         }
@@ -332,6 +332,9 @@ pub struct Session {
     pub client_serial: Option<String>,
     pub client_cert_id: Option<ClientCertId>,
 }
+
+/// Longest ALPN protocol name: the extension gives each name a one-byte length (RFC 7301 §3.1).
+const MAX_ALPN_PROTOCOL_BYTES: usize = 255;
 
 /// Longest identity passed to the backend: the PROXY v2 spec and Mosquitto cap TLV strings there.
 pub const MAX_IDENTITY_BYTES: usize = 255;
