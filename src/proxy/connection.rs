@@ -12,15 +12,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
-use crate::config::{Limits, Mode, ProxyProtocol, Route};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
-use crate::proxy::backend;
+use crate::proxy::backend::{self, ProxyProtocol};
 use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};
+use crate::proxy::limits::Limits;
 use crate::proxy::prefixed::Prefixed;
 use crate::proxy::proxy_header::{self, Meta, Ssl};
 use crate::proxy::relay::{self, Transferred};
+use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
