@@ -100,35 +100,34 @@ impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
     /// resolved against `base_dir` (the config file's directory). Lists every problem found.
     pub fn build(
-        settings: &TlsSettings,
+        tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
         cache: &mut LoadCache,
     ) -> Result<RouteTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let served =
-            match cache.files.served_key(&base_dir.join(&settings.cert), &base_dir.join(&settings.key), &provider) {
-                Ok(served) => Some(served),
-                Err(found) => {
-                    problems.extend(found.into_iter().map(|problem| match problem {
-                        KeyProblem::Cert(message) => TlsProblem::file("cert", &settings.cert, message),
-                        KeyProblem::Key(message) => TlsProblem::file("key", &settings.key, message),
-                    }));
-                    None
-                }
-            };
-        let (verifier, crls) = match cache.client_verifier(settings, base_dir, &provider) {
+        let served = match cache.files.served_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key), &provider) {
+            Ok(served) => Some(served),
+            Err(found) => {
+                problems.extend(found.into_iter().map(|problem| match problem {
+                    KeyProblem::Cert(message) => TlsProblem::file("cert", &tls.cert, message),
+                    KeyProblem::Key(message) => TlsProblem::file("key", &tls.key, message),
+                }));
+                None
+            }
+        };
+        let (verifier, crls) = match cache.client_verifier(tls, base_dir, &provider) {
             Ok(found) => found,
             Err(found) => {
                 problems.extend(found);
                 (None, Vec::new())
             }
         };
-        if settings.client_auth == ClientAuth::None && (settings.client_ca.is_some() || !settings.crl.is_empty()) {
+        if tls.client_auth == ClientAuth::None && (tls.client_ca.is_some() || !tls.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
-        for protocol in &settings.alpn {
+        for protocol in &tls.alpn {
             if protocol.is_empty() || protocol.len() > 255 {
                 problems.push(TlsProblem {
                     field: "alpn",
@@ -140,7 +139,7 @@ impl RouteTls {
         let (Some(served), true) = (served, problems.is_empty()) else {
             return Err(problems);
         };
-        let config = server_config(settings, served.certified.clone(), verifier, provider)?;
+        let config = server_config(tls, served.certified.clone(), verifier, provider)?;
         Ok(RouteTls {
             server_config: Arc::new(config),
             cert_sig_alg: served.leaf.sig_alg.clone(),
@@ -148,7 +147,7 @@ impl RouteTls {
             cert_not_after: served.leaf.not_after,
             served,
             identity,
-            revoke_live: settings.revoke_live,
+            revoke_live: tls.revoke_live,
             revocation_lists: crls
                 .iter()
                 .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
@@ -160,12 +159,12 @@ impl RouteTls {
 
 /// The route's own `ServerConfig` around a (possibly shared) key and verifier.
 fn server_config(
-    settings: &TlsSettings,
+    tls: &TlsSettings,
     certified: Arc<CertifiedKey>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, Vec<TlsProblem>> {
-    let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
@@ -177,12 +176,12 @@ fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-    config.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.max_early_data_size = 0;
     // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
     // hardware-accelerated) is the one to use.
     config.ignore_client_order = true;
-    if settings.session_resumption {
+    if tls.session_resumption {
         // Each route gets its own cache and ticket key, so a session never resumes on another
         // tenant's route (the nginx CVE-2025-23419 class of bypass).
         config.session_storage = Arc::new(LazySessionCache::default());
@@ -225,20 +224,20 @@ impl LoadCache {
     /// The route's client-certificate verifier (none for `client_auth: none`) and its CRLs.
     fn client_verifier(
         &mut self,
-        settings: &TlsSettings,
+        tls: &TlsSettings,
         base_dir: &Path,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Verified, Vec<TlsProblem>> {
-        if settings.client_auth == ClientAuth::None {
+        if tls.client_auth == ClientAuth::None {
             return Ok((None, Vec::new()));
         }
-        let Some(ca) = &settings.client_ca else {
-            let message = format!("client_auth {:?} needs `client_ca`", settings.client_auth).to_lowercase();
+        let Some(ca) = &tls.client_ca else {
+            let message = format!("client_auth {:?} needs `client_ca`", tls.client_auth).to_lowercase();
             return Err(vec![TlsProblem::setting("client_auth", message)]);
         };
         let mut problems = Vec::new();
         let mut crls = Vec::new();
-        for crl_path in &settings.crl {
+        for crl_path in &tls.crl {
             match self.files.crls(&base_dir.join(crl_path)) {
                 Ok(found) => crls.extend(found.iter().cloned()),
                 Err(message) => problems.push(TlsProblem::file("crl", crl_path, message)),
@@ -246,8 +245,8 @@ impl LoadCache {
         }
         let key = VerifierKey {
             ca: base_dir.join(ca),
-            crls: settings.crl.iter().map(|crl| base_dir.join(crl)).collect(),
-            optional: settings.client_auth == ClientAuth::Optional,
+            crls: tls.crl.iter().map(|crl| base_dir.join(crl)).collect(),
+            optional: tls.client_auth == ClientAuth::Optional,
         };
         if !problems.is_empty() {
             return Err(problems);
