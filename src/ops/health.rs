@@ -10,11 +10,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HealthCheck, HealthCheckKind, OnBackendDown, ProxyProtocol, Route};
 use crate::metrics::Metrics;
-use crate::proxy::backend;
+use crate::proxy::backend::{self, HealthCheck, HealthCheckKind, OnBackendDown, ProxyProtocol};
 use crate::proxy::close_cause::CloseCause;
 use crate::proxy::proxy_header::{self, Meta};
+use crate::proxy::route::Route;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::Sessions;
 

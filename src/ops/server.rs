@@ -450,7 +450,7 @@ fn forget_removed_series(metrics: &Metrics, old: &RouteTable, new: &RouteTable) 
 /// (semaphores, registry, metrics, stop token) carry over, resized where the limits changed.
 fn apply_settings(
     old: &Context,
-    limits: &crate::config::Limits,
+    limits: &crate::proxy::limits::Limits,
     accept_proxy_from: Vec<ipnet::IpNet>,
     connection_slots: &Semaphore,
 ) -> Context {

@@ -1,17 +1,111 @@
-//! Backend server pools: connect with a timeout, starting round-robin and failing over to the
-//! next server on any error, so one dead server costs a client at most one `connect_timeout`.
+//! Backend server pools: the validated `backend:` settings with their live state (round-robin
+//! position, server health), and connecting with a timeout, starting round-robin and failing over
+//! to the next server on any error, so one dead server costs a client at most one `connect_timeout`.
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::config::Backend;
 use crate::ops::fd_limit;
-use crate::proxy::passive_health::Change;
+use crate::proxy::passive_health::{Change, PassiveHealth};
+
+/// Per backend server connect attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Health check defaults: a check every 5 s, 2 s to answer, 2 passes to come up, 3 failures to go down.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// Without a health check, one failed connect marks a server down (nginx's `max_fails` default).
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// How long a passively marked-down server is skipped before it is tried again (nginx's default).
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which PROXY header, if any, goes to the backend before the client's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    #[default]
+    None,
+    V1,
+    V2,
+}
+
+/// What goes into the PROXY v2 CN sub-TLV, read from the verified client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    #[default]
+    Cn,
+    SanDns,
+    SanUri,
+    SanEmail,
+}
+
+/// How a health check probes a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// MQTT CONNECT answered by a CONNACK (after the route's PROXY header, if any).
+    Mqtt,
+}
+
+/// What happens to a server's live sessions when its health check marks it down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendDown {
+    /// Leave them: they end when the backend closes them.
+    #[default]
+    Keep,
+    /// Close them (spread over `limits.close_jitter`) so clients reconnect to a healthy server.
+    CloseSessions,
+}
+
+/// An active health check, with its defaults filled in.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    /// Default [`DEFAULT_HEALTH_INTERVAL`].
+    pub interval: Duration,
+    /// Default [`DEFAULT_HEALTH_TIMEOUT`].
+    pub timeout: Duration,
+    /// Default [`DEFAULT_HEALTH_RISE`]: passes in a row that bring a server up.
+    pub rise: u32,
+    /// Default [`DEFAULT_HEALTH_FALL`]: failures in a row that take it down.
+    pub fall: u32,
+}
+
+/// A route's backend pool.
+#[derive(Debug)]
+pub struct Backend {
+    /// `host:port` as written; hostnames are resolved at connect time.
+    pub servers: Vec<String>,
+    pub proxy_protocol: ProxyProtocol,
+    pub identity: Identity,
+    /// Default [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// Where the next connection starts trying (round-robin over `servers`).
+    pub next_server: AtomicUsize,
+    pub health_check: Option<HealthCheck>,
+    /// Per server, in `servers` order: false while its health check says it is down.
+    pub server_up: Vec<AtomicBool>,
+    pub on_backend_down: OnBackendDown,
+    /// Passive health (routes without `health_check`): failures in a row that mark a server down.
+    /// Default [`DEFAULT_MAX_FAILS`].
+    pub max_fails: u32,
+    /// Default [`DEFAULT_FAIL_TIMEOUT`].
+    pub fail_timeout: Duration,
+    /// Per server, in `servers` order: its passive health state.
+    pub passive: Vec<PassiveHealth>,
+}
 
 /// Why one connect to one server failed.
 #[derive(Debug, thiserror::Error)]

@@ -188,7 +188,7 @@ fn leaf_facts(der: &CertificateDer<'_>) -> Result<LeafFacts, String> {
             .collect(),
         _ => Vec::new(),
     };
-    let (sig_alg, key_alg) = crate::proxy::tls::describe_certificate(Some(&cert));
+    let (sig_alg, key_alg) = describe_certificate(Some(&cert));
     Ok(LeafFacts {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
@@ -198,6 +198,34 @@ fn leaf_facts(der: &CertificateDer<'_>) -> Result<LeafFacts, String> {
         sig_alg,
         key_alg,
     })
+}
+
+/// OpenSSL-style names for the certificate's signature and key algorithms, as HAProxy sends them.
+fn describe_certificate(cert: Option<&X509Certificate<'_>>) -> (String, String) {
+    let Some(cert) = cert else {
+        return ("unknown".into(), "unknown".into());
+    };
+    let sig_alg = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.2.840.113549.1.1.11" => "RSA-SHA256",
+        "1.2.840.113549.1.1.12" => "RSA-SHA384",
+        "1.2.840.113549.1.1.13" => "RSA-SHA512",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        "1.3.101.112" => "ED25519",
+        other => other,
+    }
+    .to_string();
+    let key_alg = match cert.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA{}", rsa.key_size()),
+        Ok(x509_parser::public_key::PublicKey::EC(ec)) => format!("EC{}", ec.key_size()),
+        _ => match cert.public_key().algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "ED25519".to_string(),
+            other => other.to_string(),
+        },
+    };
+    (sig_alg, key_alg)
 }
 
 /// Whether a certificate with these subjectAltName DNS names serves `pattern` (a route's `sni`

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::Route;
+use crate::proxy::route::Route;
 
 /// Longest DNS name (RFC 1035), without the trailing dot.
 const MAX_NAME_BYTES: usize = 253;
@@ -159,7 +159,8 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Backend, Identity, Mode, ProxyProtocol};
+    use crate::proxy::backend::{Backend, Identity, ProxyProtocol};
+    use crate::proxy::route::Mode;
 
     fn route(name: &str) -> Route {
         Route {

@@ -14,9 +14,10 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerC
 use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::{ClientAuth, Identity, RawTls, TlsVersion};
+use crate::proxy::backend::Identity;
 use crate::proxy::close_cause::HandshakeFailure;
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
+use crate::proxy::tls_settings::{ClientAuth, TlsSettings, TlsVersion};
 
 /// Sessions each route's stateful resumption cache holds. Tickets (stateless) come on top.
 const SESSION_CACHE_ENTRIES: usize = 4096;
@@ -100,34 +101,34 @@ impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
     /// resolved against `base_dir` (the config file's directory). Lists every problem found.
     pub fn build(
-        raw: &RawTls,
+        tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
         cache: &mut LoadCache,
     ) -> Result<RouteTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let served = match cache.files.served_key(&base_dir.join(&raw.cert), &base_dir.join(&raw.key), &provider) {
+        let served = match cache.files.served_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key), &provider) {
             Ok(served) => Some(served),
             Err(found) => {
                 problems.extend(found.into_iter().map(|problem| match problem {
-                    KeyProblem::Cert(message) => TlsProblem::file("cert", &raw.cert, message),
-                    KeyProblem::Key(message) => TlsProblem::file("key", &raw.key, message),
+                    KeyProblem::Cert(message) => TlsProblem::file("cert", &tls.cert, message),
+                    KeyProblem::Key(message) => TlsProblem::file("key", &tls.key, message),
                 }));
                 None
             }
         };
-        let (verifier, crls) = match cache.client_verifier(raw, base_dir, &provider) {
+        let (verifier, crls) = match cache.client_verifier(tls, base_dir, &provider) {
             Ok(found) => found,
             Err(found) => {
                 problems.extend(found);
                 (None, Vec::new())
             }
         };
-        if raw.client_auth == ClientAuth::None && (raw.client_ca.is_some() || !raw.crl.is_empty()) {
+        if tls.client_auth == ClientAuth::None && (tls.client_ca.is_some() || !tls.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
-        for protocol in &raw.alpn {
+        for protocol in &tls.alpn {
             if protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES {
                 problems.push(TlsProblem {
                     field: "alpn",
@@ -139,7 +140,7 @@ impl RouteTls {
         let (Some(served), true) = (served, problems.is_empty()) else {
             return Err(problems);
         };
-        let config = server_config(raw, served.certified.clone(), verifier, provider)?;
+        let config = server_config(tls, served.certified.clone(), verifier, provider)?;
         Ok(RouteTls {
             server_config: Arc::new(config),
             cert_sig_alg: served.leaf.sig_alg.clone(),
@@ -147,7 +148,7 @@ impl RouteTls {
             cert_not_after: served.leaf.not_after,
             served,
             identity,
-            revoke_live: raw.revoke_live,
+            revoke_live: tls.revoke_live,
             revocation_lists: crls
                 .iter()
                 .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
@@ -159,12 +160,12 @@ impl RouteTls {
 
 /// The route's own `ServerConfig` around a (possibly shared) key and verifier.
 fn server_config(
-    raw: &RawTls,
+    tls: &TlsSettings,
     certified: Arc<CertifiedKey>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, Vec<TlsProblem>> {
-    let versions: &[&rustls::SupportedProtocolVersion] = match raw.min_version {
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
@@ -176,12 +177,12 @@ fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-    config.alpn_protocols = raw.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.max_early_data_size = 0;
     // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
     // hardware-accelerated) is the one to use.
     config.ignore_client_order = true;
-    if raw.session_resumption {
+    if tls.session_resumption {
         // Each route gets its own cache and ticket key, so a session never resumes on another
         // tenant's route (the nginx CVE-2025-23419 class of bypass).
         config.session_storage = Arc::new(LazySessionCache::default());
@@ -224,20 +225,20 @@ impl LoadCache {
     /// The route's client-certificate verifier (none for `client_auth: none`) and its CRLs.
     fn client_verifier(
         &mut self,
-        raw: &RawTls,
+        tls: &TlsSettings,
         base_dir: &Path,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Verified, Vec<TlsProblem>> {
-        if raw.client_auth == ClientAuth::None {
+        if tls.client_auth == ClientAuth::None {
             return Ok((None, Vec::new()));
         }
-        let Some(ca) = &raw.client_ca else {
-            let message = format!("client_auth {:?} needs `client_ca`", raw.client_auth).to_lowercase();
+        let Some(ca) = &tls.client_ca else {
+            let message = format!("client_auth {:?} needs `client_ca`", tls.client_auth).to_lowercase();
             return Err(vec![TlsProblem::setting("client_auth", message)]);
         };
         let mut problems = Vec::new();
         let mut crls = Vec::new();
-        for crl_path in &raw.crl {
+        for crl_path in &tls.crl {
             match self.files.crls(&base_dir.join(crl_path)) {
                 Ok(found) => crls.extend(found.iter().cloned()),
                 Err(message) => problems.push(TlsProblem::file("crl", crl_path, message)),
@@ -245,8 +246,8 @@ impl LoadCache {
         }
         let key = VerifierKey {
             ca: base_dir.join(ca),
-            crls: raw.crl.iter().map(|crl| base_dir.join(crl)).collect(),
-            optional: raw.client_auth == ClientAuth::Optional,
+            crls: tls.crl.iter().map(|crl| base_dir.join(crl)).collect(),
+            optional: tls.client_auth == ClientAuth::Optional,
         };
         if !problems.is_empty() {
             return Err(problems);
@@ -285,34 +286,6 @@ fn build_verifier(
             format!("cannot verify client certificates with this CA / CRL set: {error}"),
         )]
     })
-}
-
-/// OpenSSL-style names for the certificate's signature and key algorithms, as HAProxy sends them.
-pub(crate) fn describe_certificate(cert: Option<&X509Certificate<'_>>) -> (String, String) {
-    let Some(cert) = cert else {
-        return ("unknown".into(), "unknown".into());
-    };
-    let sig_alg = match cert.signature_algorithm.algorithm.to_id_string().as_str() {
-        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
-        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
-        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
-        "1.2.840.113549.1.1.11" => "RSA-SHA256",
-        "1.2.840.113549.1.1.12" => "RSA-SHA384",
-        "1.2.840.113549.1.1.13" => "RSA-SHA512",
-        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
-        "1.3.101.112" => "ED25519",
-        other => other,
-    }
-    .to_string();
-    let key_alg = match cert.public_key().parsed() {
-        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => format!("RSA{}", rsa.key_size()),
-        Ok(x509_parser::public_key::PublicKey::EC(ec)) => format!("EC{}", ec.key_size()),
-        _ => match cert.public_key().algorithm.algorithm.to_id_string().as_str() {
-            "1.3.101.112" => "ED25519".to_string(),
-            other => other.to_string(),
-        },
-    };
-    (sig_alg, key_alg)
 }
 
 /// What a finished server handshake tells the backend and the access log.

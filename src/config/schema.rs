@@ -1,0 +1,176 @@
+//! The routes file's YAML schema as typed serde structs. Each field's doc comment states its
+//! default; the defaults themselves are constants next to the runtime fields they set
+//! (`proxy::limits`, `proxy::backend`), and validation fills them in.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::duration::parse_duration;
+use crate::proxy::backend::{HealthCheckKind, Identity, OnBackendDown, ProxyProtocol};
+use crate::proxy::route::Mode;
+use crate::proxy::tls_settings::{ClientAuth, TlsVersion};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Sockets to listen on; all are routed by the same table. Required, at least one.
+    pub listen: Vec<SocketAddr>,
+    /// Optional admin endpoint (`/metrics`, `/healthz`, `/readyz`). Default none.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+    /// Peers allowed to send an inbound PROXY header. Default none.
+    #[serde(default)]
+    pub accept_proxy_from: Vec<ipnet::IpNet>,
+    /// Bind the `listen` sockets with SO_REUSEPORT, so that several snigate processes share the
+    /// ports and the kernel spreads new connections over them. Default false: a second instance on
+    /// the same port is then an error, not a silent split.
+    #[serde(default)]
+    pub reuse_port: bool,
+    /// `reject` (default) or the name of a route for unknown / missing SNI and non-TLS bytes.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// Proxy-wide limits; every one has a default.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Required, at least one.
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Default 5s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub hello_timeout: Option<Duration>,
+    /// Default 16384.
+    #[serde(default)]
+    pub max_hello_bytes: Option<usize>,
+    /// Default 50000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Default 1024.
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
+    /// Default 0 (no cap).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Default 15m.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Default 10s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub handshake_timeout: Option<Duration>,
+    /// Default 30s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+    /// Default 5s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub close_jitter: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Required, unique, not empty.
+    pub name: String,
+    /// Hostnames and `*.suffix` wildcards this route serves. Default none (reached as `default`).
+    #[serde(default)]
+    pub sni: Vec<String>,
+    /// Required: `terminate`, `passthrough` or `tcp`.
+    pub mode: Mode,
+    /// Required on terminate routes, ignored (with a warning) on the others.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Required.
+    pub backend: RawBackend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Required: the certificate chain, PEM, relative to the config file's directory.
+    pub cert: PathBuf,
+    /// Required: its private key, PEM.
+    pub key: PathBuf,
+    /// Default `none`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Required unless `client_auth` is `none`: the CA client certificates are verified against.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Default none: CRL files checked on every client certificate.
+    #[serde(default)]
+    pub crl: Vec<PathBuf>,
+    /// Default none: ALPN protocols offered, in order of preference.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Default "1.2".
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Default true: stateful cache and tickets, each per route so sessions never cross tenants.
+    #[serde(default = "yes")]
+    pub session_resumption: bool,
+    /// Default false: at reload, also close live sessions whose client certificate the new CRLs revoke.
+    #[serde(default)]
+    pub revoke_live: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Required, at least one `host:port`.
+    pub servers: Vec<String>,
+    /// Default `none`.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Default `cn`.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Default 3s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Off when absent.
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    /// Default `keep`.
+    #[serde(default)]
+    pub on_backend_down: OnBackendDown,
+    /// Default 1: connect failures in a row that mark a server down without a health check; 0 never.
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// Default 10s: how long such a server is skipped before it is tried again.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub fail_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// Default `tcp`.
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// Default 5s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub interval: Option<Duration>,
+    /// Default 2s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Default 2.
+    #[serde(default)]
+    pub rise: Option<u32>,
+    /// Default 3.
+    #[serde(default)]
+    pub fall: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map(Some).map_err(serde::de::Error::custom)
+}

@@ -1,0 +1,376 @@
+//! Validation: what the schema cannot express (duplicate names and hostnames, bad wildcards and
+//! servers, files, certificate/key pairs, zero limits), each problem with its position, and the
+//! runtime [`Config`] built from a [`RawConfig`] that passes, with every TLS config ready to serve.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::error::{ConfigError, ConfigErrors, Reporter};
+use super::schema::{RawConfig, RawLimits, RawRoute, RawTls};
+use super::yaml_position::Span;
+use super::Config;
+use crate::proxy::backend::{
+    Backend, HealthCheck, Identity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_FAILS,
+};
+use crate::proxy::limits::{
+    Limits, DEFAULT_CLOSE_JITTER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_HELLO_BYTES,
+};
+use crate::proxy::pem_files::{self, LeafFacts};
+use crate::proxy::route::{Mode, Route};
+use crate::proxy::routes::{self, RouteTable};
+use crate::proxy::tls::{LoadCache, RouteTls};
+use crate::proxy::tls_settings::TlsSettings;
+
+/// What validation collects: problems that refuse the file, and certificate problems that
+/// `check` refuses but `run` and reload only warn about.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<ConfigError>,
+    certificate: Vec<ConfigError>,
+}
+
+pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, ConfigErrors> {
+    let at = &report.at;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mut found = Findings::default();
+    for (key, empty, what) in
+        [("listen", raw.listen.is_empty(), "one address"), ("routes", raw.routes.is_empty(), "one route")]
+    {
+        if empty {
+            let position = at.find_key(key, at.whole()).unwrap_or((1, 1));
+            found.errors.push(report.error(position, format!("`{key}` needs at least {what}")));
+        }
+    }
+    let limits = build_limits(&raw.limits, report, &mut found.errors);
+
+    let spans = at.route_spans(raw.routes.iter().map(|route| route.name.as_str()));
+    let mut files = Files::new(path);
+    let mut names = Names::default();
+    let mut cache = LoadCache::default();
+    let now = unix_now();
+    let mut routes = Vec::new();
+    for (raw_route, &span) in raw.routes.iter().zip(&spans) {
+        let first_pattern = names.patterns.len();
+        names.add(raw_route, routes.len(), report, span, &mut found.errors);
+        let backend = build_backend(raw_route, report, span, &mut found.errors);
+        if let (Mode::Terminate, Some(raw_tls)) = (raw_route.mode, &raw_route.tls) {
+            let named = [&raw_tls.cert, &raw_tls.key].into_iter().chain(&raw_tls.client_ca).chain(&raw_tls.crl);
+            named.for_each(|file| files.add(base_dir.join(file)));
+        }
+        let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
+        if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
+            let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
+            let sni = raw_route.sni.iter().zip(sni);
+            check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
+        }
+        routes.push(Route { name: raw_route.name.clone(), mode: raw_route.mode, tls: route_tls, backend });
+    }
+
+    let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
+    if !found.errors.is_empty() {
+        let mut errors = found.errors;
+        errors.append(&mut found.certificate);
+        errors.sort_by_key(|error| (error.line, error.column));
+        return Err(ConfigErrors(errors));
+    }
+    found.certificate.sort_by_key(|error| (error.line, error.column));
+    Ok(Config {
+        source: path.to_path_buf(),
+        listen: raw.listen,
+        reuse_port: raw.reuse_port,
+        admin: raw.admin,
+        accept_proxy_from: raw.accept_proxy_from,
+        limits,
+        routes: Arc::new(RouteTable::new(routes, names.patterns, default)),
+        files: files.list,
+        certificate_problems: found.certificate,
+    })
+}
+
+/// Route names and hostnames seen so far: each may be used by one route only.
+#[derive(Default)]
+struct Names<'r> {
+    routes: HashMap<&'r str, usize>,
+    hostnames: HashMap<String, &'r str>,
+    patterns: Vec<(routes::Pattern, usize)>,
+}
+
+impl<'r> Names<'r> {
+    /// Checks route `index`'s name and `sni` entries and records them.
+    fn add(
+        &mut self,
+        raw_route: &'r RawRoute,
+        index: usize,
+        report: &Reporter,
+        span: Span,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        if raw_route.name.is_empty() {
+            errors.push(report.error((span.start, 1), "route `name` must not be empty".into()));
+        }
+        if self.routes.insert(&raw_route.name, index).is_some() {
+            let position = report.at.find_value("name", &raw_route.name, span);
+            errors.push(report.error(position, format!("duplicate route name {:?}", raw_route.name)));
+        }
+        for pattern in &raw_route.sni {
+            let position = report.at.find(pattern, span);
+            match routes::Pattern::parse(pattern) {
+                Ok(parsed) => {
+                    if let Some(other) = self.hostnames.insert(parsed.key(), &raw_route.name) {
+                        let message = format!("hostname {pattern:?} is already used by route {other:?}");
+                        errors.push(report.error(position, message));
+                    }
+                    self.patterns.push((parsed, index));
+                }
+                Err(reason) => errors.push(report.error(position, format!("bad hostname {pattern:?}: {reason}"))),
+            }
+        }
+    }
+
+    /// The index of the route `default:` names; `None` for `reject` or (recorded) a missing one.
+    fn default_route(&self, name: &str, report: &Reporter, errors: &mut Vec<ConfigError>) -> Option<usize> {
+        if name == "reject" {
+            return None;
+        }
+        let index = self.routes.get(name).copied();
+        if index.is_none() {
+            let position = report.at.find_value("default", name, report.at.whole());
+            errors.push(report.error(position, format!("`default` names route {name:?}, which does not exist")));
+        }
+        index
+    }
+}
+
+/// The files a config names, each once, in the order first named.
+struct Files {
+    list: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
+}
+
+impl Files {
+    fn new(config: &Path) -> Files {
+        Files { list: vec![config.to_path_buf()], seen: HashSet::from([config.to_path_buf()]) }
+    }
+
+    fn add(&mut self, file: PathBuf) {
+        if self.seen.insert(file.clone()) {
+            self.list.push(file);
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The route's TLS state, or `None` with its problems recorded (or for a route without TLS).
+fn build_route_tls(
+    raw_route: &RawRoute,
+    identity: Identity,
+    base_dir: &Path,
+    cache: &mut LoadCache,
+    report: &Reporter,
+    span: Span,
+    found: &mut Findings,
+) -> Option<RouteTls> {
+    match (raw_route.mode, &raw_route.tls) {
+        (Mode::Terminate, Some(raw_tls)) => match RouteTls::build(&tls_settings(raw_tls), identity, base_dir, cache) {
+            Ok(route_tls) => Some(route_tls),
+            Err(problems) => {
+                for problem in problems {
+                    let position = report.at.find_value(problem.field, &problem.value, span);
+                    found.errors.push(report.error(position, problem.message));
+                }
+                None
+            }
+        },
+        (Mode::Terminate, None) => {
+            let position = report.at.find_key("mode", span).unwrap_or((span.start, 1));
+            let message = format!("route {:?} has `mode: terminate` but no `tls:` section", raw_route.name);
+            found.errors.push(report.error(position, message));
+            None
+        }
+        (mode, Some(_)) => {
+            tracing::warn!(
+                route = %raw_route.name,
+                "`tls:` is ignored on a {} route: only terminate routes use it",
+                mode.as_str()
+            );
+            None
+        }
+        (_, None) => None,
+    }
+}
+
+/// Most names a certificate-mismatch message lists.
+const NAMES_SHOWN: usize = 4;
+
+/// An expired (or not yet valid) certificate, and `sni` names it does not cover (RFC 6125).
+fn check_certificate<'s>(
+    leaf: &LeafFacts,
+    raw_tls: &RawTls,
+    sni: impl Iterator<Item = (&'s String, String)>,
+    now: i64,
+    report: &Reporter,
+    span: Span,
+    problems: &mut Vec<ConfigError>,
+) {
+    let cert = raw_tls.cert.display().to_string();
+    let cert_at = || report.at.find_value("cert", &cert, span);
+    if leaf.not_after < now {
+        problems.push(report.error(cert_at(), format!("certificate {cert} expired on {}", leaf.not_after_text)));
+    } else if leaf.not_before > now {
+        problems
+            .push(report.error(cert_at(), format!("certificate {cert} is not valid before {}", leaf.not_before_text)));
+    }
+    for (written, canonical) in sni {
+        if !pem_files::covers(&leaf.dns_names, &canonical) {
+            let mut shown = leaf.dns_names.iter().take(NAMES_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+            if leaf.dns_names.len() > NAMES_SHOWN {
+                shown.push_str(", …");
+            }
+            if shown.is_empty() {
+                shown = "no DNS names".into();
+            }
+            let message = format!("certificate {cert} does not cover {written:?} (it names {shown})");
+            problems.push(report.error(report.at.find_value("sni", written, span), message));
+        }
+    }
+}
+
+/// The `tls:` section as the proxy's TLS builder takes it.
+fn tls_settings(raw: &RawTls) -> TlsSettings {
+    TlsSettings {
+        cert: raw.cert.clone(),
+        key: raw.key.clone(),
+        client_auth: raw.client_auth,
+        client_ca: raw.client_ca.clone(),
+        crl: raw.crl.clone(),
+        alpn: raw.alpn.clone(),
+        min_version: raw.min_version,
+        session_resumption: raw.session_resumption,
+        revoke_live: raw.revoke_live,
+    }
+}
+
+/// Smallest `max_hello_bytes` accepted: a record plus handshake header is 9 bytes and real hellos
+/// are over 100, so a smaller cap would refuse every client.
+const MIN_MAX_HELLO_BYTES: usize = 512;
+
+fn build_limits(raw: &RawLimits, report: &Reporter, errors: &mut Vec<ConfigError>) -> Limits {
+    let key_at = |key: &str| report.at.find_key(key, report.at.whole()).unwrap_or((1, 1));
+    let limits = Limits {
+        hello_timeout: raw.hello_timeout.unwrap_or(DEFAULT_HELLO_TIMEOUT),
+        max_hello_bytes: raw.max_hello_bytes.unwrap_or(DEFAULT_MAX_HELLO_BYTES),
+        max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_handshakes: raw.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES),
+        max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
+        idle_timeout: raw.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        handshake_timeout: raw.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+        drain_timeout: raw.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        close_jitter: raw.close_jitter.unwrap_or(DEFAULT_CLOSE_JITTER),
+    };
+    if limits.max_hello_bytes < MIN_MAX_HELLO_BYTES {
+        errors.push(report.error(
+            key_at("max_hello_bytes"),
+            format!("max_hello_bytes {} is below the {MIN_MAX_HELLO_BYTES}-byte minimum", limits.max_hello_bytes),
+        ));
+    }
+    for (key, value) in [("max_connections", limits.max_connections), ("max_handshakes", limits.max_handshakes)] {
+        if value == 0 {
+            errors.push(report.error(key_at(key), format!("{key} must be at least 1")));
+        }
+    }
+    for (key, value) in [
+        ("hello_timeout", limits.hello_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("handshake_timeout", limits.handshake_timeout),
+    ] {
+        if value.is_zero() {
+            errors.push(report.error(key_at(key), format!("{key} must be longer than 0")));
+        }
+    }
+    limits
+}
+
+fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &mut Vec<ConfigError>) -> Backend {
+    let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
+    let raw = &raw_route.backend;
+    if raw.servers.is_empty() {
+        errors.push(report.error(key_at("servers"), format!("route {:?} has no backend `servers`", raw_route.name)));
+    }
+    for server in &raw.servers {
+        if let Err(reason) = check_server_address(server) {
+            errors.push(report.error(
+                report.at.find_value("servers", server, span),
+                format!("bad backend server {server:?}: {reason}"),
+            ));
+        }
+    }
+    let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if connect_timeout.is_zero() {
+        errors.push(report.error(key_at("connect_timeout"), "connect_timeout must be longer than 0".into()));
+    }
+    let health_check = raw.health_check.as_ref().map(|raw| HealthCheck {
+        kind: raw.kind,
+        interval: raw.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL),
+        timeout: raw.timeout.unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+        rise: raw.rise.unwrap_or(DEFAULT_HEALTH_RISE),
+        fall: raw.fall.unwrap_or(DEFAULT_HEALTH_FALL),
+    });
+    if let Some(check) = &health_check {
+        if check.interval.is_zero() || check.timeout.is_zero() || check.rise == 0 || check.fall == 0 {
+            errors.push(report.error(
+                key_at("health_check"),
+                "health_check interval and timeout must be longer than 0, rise and fall at least 1".into(),
+            ));
+        }
+    }
+    Backend {
+        servers: raw.servers.clone(),
+        proxy_protocol: raw.proxy_protocol,
+        identity: raw.identity,
+        connect_timeout,
+        next_server: Default::default(),
+        server_up: raw.servers.iter().map(|_| AtomicBool::new(true)).collect(),
+        health_check,
+        on_backend_down: raw.on_backend_down,
+        max_fails: raw.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
+        fail_timeout: raw.fail_timeout.unwrap_or(DEFAULT_FAIL_TIMEOUT),
+        passive: raw.servers.iter().map(|_| Default::default()).collect(),
+    }
+}
+
+/// A server is `ip:port`, `[ipv6]:port` or `hostname:port` (resolved at connect time).
+fn check_server_address(server: &str) -> Result<(), &'static str> {
+    if server.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = server.rsplit_once(':').ok_or("expected host:port")?;
+    port.parse::<u16>().map_err(|_| "port is not a number from 0 to 65535")?;
+    if host.is_empty() || host.contains(['[', ']', ':', ' ']) {
+        return Err("host is not an IP address or a hostname");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addresses_are_checked() {
+        assert!(check_server_address("127.0.0.1:1883").is_ok());
+        assert!(check_server_address("[::1]:1883").is_ok());
+        assert!(check_server_address("broker.internal:1883").is_ok());
+        assert!(check_server_address("broker.internal").is_err());
+        assert!(check_server_address("broker:99999").is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! What a terminate route asks of its TLS, as [`RouteTls::build`](crate::proxy::tls::RouteTls::build)
+//! takes it: the config layer fills it from the routes file's `tls:` section.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Whether and how clients present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+/// The oldest TLS version a route accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// One route's TLS settings. Paths are as written; `RouteTls::build` resolves relative ones.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_auth: ClientAuth,
+    pub client_ca: Option<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub alpn: Vec<String>,
+    pub min_version: TlsVersion,
+    /// Stateful cache and tickets, each per route so sessions never cross tenants.
+    pub session_resumption: bool,
+    /// At reload, also close live sessions whose client certificate the new CRLs revoke.
+    pub revoke_live: bool,
+}
