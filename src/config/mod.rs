@@ -1,5 +1,5 @@
 //! The routes file: the YAML schema as typed structs with their defaults, and validation that
-//! names the file, line and column of every problem (see DESIGN.md, "Config contract").
+//! names the file, line and column of every problem (the key names are a contract: README, Config reference; ARCHITECTURE.md, config).
 //!
 //! Loading happens in two steps: `yaml_serde` turns the text into [`RawConfig`] (syntax, unknown
 //! keys, bad enum values and durations are reported with the position the parser gives), then

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::close_cause::CloseCause;
 use crate::metrics::Metrics;
 use crate::proxy::backend::{self, HealthCheck, HealthCheckKind, OnBackendDown, ProxyProtocol};
-use crate::proxy::close_cause::CloseCause;
 use crate::proxy::proxy_header::{self, Meta};
 use crate::proxy::route::Route;
 use crate::proxy::routes::RouteTable;

@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, ConfigErrors};
+use crate::metrics::close_cause::CloseCause;
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Readiness};
 use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
-use crate::proxy::close_cause::CloseCause;
 use crate::proxy::connection::{self, Context};
 use crate::proxy::ip_limit::IpLimiter;
 use crate::proxy::routes::RouteTable;

@@ -12,9 +12,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
+use crate::metrics::close_cause::{CloseCause, HandshakeFailure};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::proxy::backend::{self, ProxyProtocol};
-use crate::proxy::close_cause::{CloseCause, HandshakeFailure};
 use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};

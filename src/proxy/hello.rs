@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::proxy::close_cause::HelloReject;
+use crate::metrics::close_cause::HelloReject;
 use crate::proxy::routes;
 
 /// Record header: content type (1), legacy version (2), payload length (2).

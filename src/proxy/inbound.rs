@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::proxy::close_cause::CloseCause;
+use crate::metrics::close_cause::CloseCause;
 
 /// Largest inbound header accepted. v1 is at most 107 bytes; v2 bodies from cloud load
 /// balancers carry a few TLVs (VPC endpoint IDs, unique IDs) and stay well under this.

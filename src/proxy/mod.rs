@@ -3,7 +3,6 @@
 //! or knows about signals; see ARCHITECTURE.md.
 
 pub mod backend;
-pub mod close_cause;
 pub mod connection;
 pub mod hello;
 pub mod inbound;

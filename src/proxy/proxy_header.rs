@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ppp::v2::{Builder, Command, Protocol, Type, Version, PROTOCOL_PREFIX};
 
-/// Mosquitto (and HAProxy's default) refuse longer bodies; DESIGN.md keeps the whole header ≤ 500.
+/// Mosquitto (and HAProxy's default) refuse longer bodies; the README (PROXY header reference) promises ≤ 500 bytes.
 pub const MAX_HEADER_BYTES: usize = 500;
 
 /// SSL TLV client bit: the client connected over TLS.

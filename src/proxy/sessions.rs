@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::close_cause::CloseCause;
+use crate::metrics::close_cause::CloseCause;
 use crate::proxy::tls::ClientCertId;
 
 /// What a live session is attached to.

@@ -14,8 +14,8 @@ use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerC
 use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::metrics::close_cause::HandshakeFailure;
 use crate::proxy::backend::Identity;
-use crate::proxy::close_cause::HandshakeFailure;
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings, TlsVersion};
 

@@ -7,7 +7,9 @@
 //! lookup per connection instead of one per update.
 //!
 //! A `reason` label is never a free string: it is the label of a closed enum in
-//! `proxy::close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`]).
+//! `close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`]).
+
+pub mod close_cause;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::proxy::close_cause::{CloseCause, HandshakeFailure, HelloReject};
+use close_cause::{CloseCause, HandshakeFailure, HelloReject};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
