@@ -1,5 +1,6 @@
 //! The routes file: the YAML schema as typed structs with their defaults, and validation that
-//! names the file, line and column of every problem (the key names are a contract: README, Config reference; ARCHITECTURE.md, config).
+//! names the file, line and column of every problem. The key names are a contract (the README's
+//! Config reference); ARCHITECTURE.md maps the files of this folder.
 //!
 //! Loading happens in two steps: `yaml_serde` turns the text into [`RawConfig`] (syntax, unknown
 //! keys, bad enum values and durations are reported with the position the parser gives), then

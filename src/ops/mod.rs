@@ -3,7 +3,7 @@
 
 pub mod admin;
 pub mod fd_limit;
-pub mod health;
+pub(crate) mod health;
 pub mod reload;
 pub mod server;
 pub mod signals;

@@ -2,19 +2,19 @@
 //! route, TLS, backend, outbound PROXY header, relay. Nothing here reads the config file
 //! or knows about signals; see ARCHITECTURE.md.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod connection;
 pub mod hello;
 pub mod inbound;
-pub mod ip_limit;
-pub mod limits;
-pub mod passive_health;
-pub mod pem_files;
-pub mod prefixed;
+pub(crate) mod ip_limit;
+pub(crate) mod limits;
+pub(crate) mod passive_health;
+pub(crate) mod pem_files;
+pub(crate) mod prefixed;
 pub mod proxy_header;
-pub mod relay;
-pub mod route;
+pub(crate) mod relay;
+pub(crate) mod route;
 pub mod routes;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod tls;
-pub mod tls_settings;
+pub(crate) mod tls_settings;
