@@ -79,6 +79,10 @@ pub struct RawRoute {
     /// Hostnames and `*.suffix` wildcards this route serves. Default none (reached as `default`).
     #[serde(default)]
     pub sni: Vec<String>,
+    /// Default none: the route takes only hellos offering one of these ALPN protocols (the
+    /// client's first such choice among its names' routes). A route without takes the rest.
+    #[serde(default)]
+    pub alpn: Vec<String>,
     /// Required: `terminate`, `passthrough` or `tcp`.
     pub mode: Mode,
     /// Required on terminate routes, ignored (with a warning) on the others.

@@ -24,7 +24,7 @@ use crate::proxy::limits::{
 use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};
-use crate::proxy::tls::{LoadCache, RouteTls};
+use crate::proxy::tls::{LoadCache, RouteTls, MAX_ALPN_PROTOCOL_BYTES};
 use crate::proxy::tls_settings::TlsSettings;
 
 /// What validation collects: problems that refuse the file, and certificate problems that
@@ -69,7 +69,8 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
             let sni = raw_route.sni.iter().zip(sni);
             check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
         }
-        routes.push(Route { name: raw_route.name.clone(), mode: raw_route.mode, tls: route_tls, backend });
+        let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
+        routes.push(Route { name: raw_route.name.clone(), alpn, mode: raw_route.mode, tls: route_tls, backend });
     }
 
     let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
@@ -93,12 +94,22 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
     })
 }
 
-/// Route names and hostnames seen so far: each may be used by one route only.
+/// Route names and hostnames seen so far: a route name is used once; a hostname by routes
+/// with disjoint `alpn` sets, at most one of them without.
 #[derive(Default)]
 struct Names<'r> {
     routes: HashMap<&'r str, usize>,
-    hostnames: HashMap<String, &'r str>,
+    hostnames: HashMap<String, HostnameUse<'r>>,
     patterns: Vec<(routes::Pattern, usize)>,
+}
+
+/// The routes that serve one hostname so far.
+#[derive(Default)]
+struct HostnameUse<'r> {
+    /// The one without `alpn`.
+    fallback: Option<&'r str>,
+    /// Each listed ALPN protocol's route.
+    protocols: HashMap<&'r str, &'r str>,
 }
 
 impl<'r> Names<'r> {
@@ -118,17 +129,51 @@ impl<'r> Names<'r> {
             let position = report.at.find_value("name", &raw_route.name, span);
             errors.push(report.error(position, format!("duplicate route name {:?}", raw_route.name)));
         }
+        check_alpn_names(raw_route, report, span, errors);
         for pattern in &raw_route.sni {
             let position = report.at.find(pattern, span);
             match routes::Pattern::parse(pattern) {
                 Ok(parsed) => {
-                    if let Some(other) = self.hostnames.insert(parsed.key(), &raw_route.name) {
-                        let message = format!("hostname {pattern:?} is already used by route {other:?}");
-                        errors.push(report.error(position, message));
-                    }
+                    self.add_hostname(parsed.key(), pattern, raw_route, report, span, errors);
                     self.patterns.push((parsed, index));
                 }
                 Err(reason) => errors.push(report.error(position, format!("bad hostname {pattern:?}: {reason}"))),
+            }
+        }
+    }
+
+    /// Records that `raw_route` serves hostname `key` (written `pattern`): an overlap with an
+    /// earlier route for it is reported at this route's hostname or protocol.
+    fn add_hostname(
+        &mut self,
+        key: String,
+        pattern: &str,
+        raw_route: &'r RawRoute,
+        report: &Reporter,
+        span: Span,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let used = self.hostnames.entry(key).or_default();
+        if raw_route.alpn.is_empty() {
+            if let Some(other) = used.fallback.replace(&raw_route.name) {
+                let mut message = format!("hostname {pattern:?} is already used by route {other:?}");
+                if !used.protocols.is_empty() {
+                    message.push_str(" (one route per hostname may go without `alpn`)");
+                }
+                errors.push(report.error(report.at.find(pattern, span), message));
+            }
+            return;
+        }
+        for protocol in &raw_route.alpn {
+            if let Some(other) = used.protocols.insert(protocol, &raw_route.name) {
+                if other == raw_route.name {
+                    continue;
+                }
+                let message = format!(
+                    "ALPN protocol {protocol:?} for hostname {pattern:?} is already routed to route {other:?} \
+                     (routes sharing a hostname need disjoint `alpn` sets)"
+                );
+                errors.push(report.error(route_alpn_at(report, protocol, span), message));
             }
         }
     }
@@ -144,6 +189,27 @@ impl<'r> Names<'r> {
             errors.push(report.error(position, format!("`default` names route {name:?}, which does not exist")));
         }
         index
+    }
+}
+
+/// Where `protocol` is written in the route's own `alpn:` list.
+fn route_alpn_at(report: &Reporter, protocol: &str, span: Span) -> super::yaml_position::Position {
+    match report.at.find_route_key("alpn", span) {
+        Some(key_at) => report.at.find_after(protocol, key_at, span),
+        None => report.at.find_value("alpn", protocol, span),
+    }
+}
+
+/// Each of the route's `alpn` protocols is 1 to 255 bytes (RFC 7301) and listed once.
+fn check_alpn_names(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &mut Vec<ConfigError>) {
+    for (i, protocol) in raw_route.alpn.iter().enumerate() {
+        let position = route_alpn_at(report, protocol, span);
+        if protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES {
+            let message = format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes");
+            errors.push(report.error(position, message));
+        } else if raw_route.alpn[..i].contains(protocol) {
+            errors.push(report.error(position, format!("ALPN protocol {protocol:?} is listed twice")));
+        }
     }
 }
 
@@ -181,16 +247,18 @@ fn build_route_tls(
     found: &mut Findings,
 ) -> Option<RouteTls> {
     match (raw_route.mode, &raw_route.tls) {
-        (Mode::Terminate, Some(raw_tls)) => match RouteTls::build(&tls_settings(raw_tls), identity, base_dir, cache) {
-            Ok(route_tls) => Some(route_tls),
-            Err(problems) => {
-                for problem in problems {
-                    let position = report.at.find_value(problem.field, &problem.value, span);
-                    found.errors.push(report.error(position, problem.message));
+        (Mode::Terminate, Some(raw_tls)) => {
+            match RouteTls::build(&tls_settings(raw_tls, &raw_route.alpn), identity, base_dir, cache) {
+                Ok(route_tls) => Some(route_tls),
+                Err(problems) => {
+                    for problem in problems {
+                        let position = report.at.find_value(problem.field, &problem.value, span);
+                        found.errors.push(report.error(position, problem.message));
+                    }
+                    None
                 }
-                None
             }
-        },
+        }
         (Mode::Terminate, None) => {
             let position = report.at.find_key("mode", span).unwrap_or((span.start, 1));
             let message = format!("route {:?} has `mode: terminate` but no `tls:` section", raw_route.name);
@@ -246,7 +314,7 @@ fn check_certificate<'s>(
 }
 
 /// The `tls:` section as the proxy's TLS builder takes it.
-fn tls_settings(raw: &RawTls) -> TlsSettings {
+fn tls_settings(raw: &RawTls, route_alpn: &[String]) -> TlsSettings {
     TlsSettings {
         cert: raw.cert.clone(),
         key: raw.key.clone(),
@@ -254,6 +322,7 @@ fn tls_settings(raw: &RawTls) -> TlsSettings {
         client_ca: raw.client_ca.clone(),
         crl: raw.crl.clone(),
         alpn: raw.alpn.clone(),
+        route_alpn: route_alpn.to_vec(),
         min_version: raw.min_version,
         session_resumption: raw.session_resumption,
         revoke_live: raw.revoke_live,

@@ -92,6 +92,25 @@ impl<'a> Locator<'a> {
         None
     }
 
+    /// `needle` as a whole word after `from` (past its first character) in `span`, else `from`.
+    pub fn find_after(&self, needle: &str, from: Position, span: Span) -> Position {
+        self.find_from(needle, (from.0, from.1 + 1), span.end).unwrap_or(from)
+    }
+
+    /// `key:` at the route's own level in `span` (indented like the route's first key, not
+    /// inside a section such as `tls:`): the key's position. `None` for flow-style routes.
+    pub fn find_route_key(&self, key: &str, span: Span) -> Option<Position> {
+        let first = self.line(span.start);
+        let indent = first.find(|c: char| c != ' ' && c != '-')?;
+        let pattern = format!("{key}:");
+        span.lines().find_map(|number| {
+            let content = self.line(number);
+            let (lead, rest) = (content.get(..indent)?, content.get(indent..)?);
+            let at_route_level = lead.chars().all(|c| c == ' ' || c == '-') && rest.starts_with(&pattern);
+            at_route_level.then(|| (number, lead.chars().count() + 1))
+        })
+    }
+
     /// The value of `key:` in `span` (the key itself when the value is on the next lines).
     pub fn find_key(&self, key: &str, span: Span) -> Option<Position> {
         let pattern = format!("{key}:");

@@ -60,6 +60,8 @@ struct Record {
     backend: Option<SocketAddr>,
     /// Boxed: most of a connection's life is spent with this record in its task.
     session: Option<Box<Session>>,
+    /// A passthrough or tcp route picked for an offered ALPN protocol: that protocol.
+    routed_alpn: Option<Box<[u8]>>,
     transferred: Transferred,
 }
 
@@ -117,7 +119,7 @@ pub fn handle(
             client_cn = session.and_then(|s| s.client_identity.as_deref()),
             client_serial = session.and_then(|s| s.client_serial.as_deref()),
             tls_version = session.map(|s| s.version),
-            alpn = session.and_then(|s| s.alpn.as_deref()).map(String::from_utf8_lossy).as_deref(),
+            alpn = session.and_then(|s| s.alpn.as_deref()).or(record.routed_alpn.as_deref()).map(String::from_utf8_lossy).as_deref(),
             bytes_in = record.transferred.client_to_backend,
             bytes_out = record.transferred.backend_to_client,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -239,7 +241,7 @@ async fn admit<'r>(
     if let Some(name) = &hello.server_name {
         span.record("sni", name.as_str());
     }
-    let Some(route) = routes.resolve(hello.server_name.as_deref()) else {
+    let Some(route) = routes.resolve_with_alpn(hello.server_name.as_deref(), &hello.alpn) else {
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
         let _ = stream.shutdown().await;
         let cause = match hello.server_name {
@@ -339,6 +341,7 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
         };
         record.backend = Some(connected.server);
         let (registration, stop) = register(route, &connected, None, context);
+        record.routed_alpn = hello.as_ref().and_then(|h| route.matched_alpn(&h.alpn)).map(Box::from);
         let mut first_write = match forward_header(route, client, local, hello.as_ref()) {
             Ok(header) => header,
             Err(close) => return close,
@@ -387,7 +390,7 @@ fn terminate<'a>(
         // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
         // instead of space for the whole handshake state (memory per idle connection).
         let handshake =
-            Box::pin(TlsAcceptor::from(route_tls.server_config.clone()).accept(Prefixed::new(received, stream)));
+            Box::pin(TlsAcceptor::from(tls_config(route, route_tls, &hello)).accept(Prefixed::new(received, stream)));
         let mut tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Err(_) => {
                 context.metrics.handshake_failed(&route.name, HandshakeFailure::Timeout);
@@ -458,10 +461,16 @@ fn forward_header(
         source: Some(client),
         destination: Some(local),
         authority: hello.and_then(|h| h.server_name.as_deref()),
-        alpn: hello.and_then(|h| h.alpn.first()).map(Vec::as_slice),
+        // The protocol the route was picked for, else the client's first.
+        alpn: hello.and_then(|h| route.matched_alpn(&h.alpn).or(h.alpn.first().map(Vec::as_slice))),
         ssl: None,
     };
     header(route.backend.proxy_protocol, &meta)
+}
+
+/// The route's TLS config for this hello: the one that negotiates the protocol it was picked for.
+fn tls_config(route: &Route, route_tls: &tls::RouteTls, hello: &Hello) -> Arc<rustls::ServerConfig> {
+    route_tls.server_config_for(route.matched_alpn(&hello.alpn)).clone()
 }
 
 /// A terminated connection's PROXY header, with the SSL TLV.

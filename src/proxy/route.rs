@@ -28,8 +28,21 @@ impl Mode {
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    /// The ALPN protocols this route takes for its names (`routes[].alpn`); empty: the rest.
+    pub alpn: Vec<Vec<u8>>,
     pub mode: Mode,
     /// Present exactly when `mode` is terminate.
     pub tls: Option<RouteTls>,
     pub backend: Backend,
+}
+
+impl Route {
+    /// The protocol this route was picked for: the first one offered that it lists. The `alpn`
+    /// sets of one name's routes are disjoint, so this is the protocol the lookup matched.
+    pub fn matched_alpn<'h>(&self, offered: &'h [Vec<u8>]) -> Option<&'h [u8]> {
+        if self.alpn.is_empty() {
+            return None;
+        }
+        offered.iter().find(|protocol| self.alpn.contains(protocol)).map(Vec::as_slice)
+    }
 }

@@ -4,6 +4,11 @@
 //! name or `*.suffix`, which matches one or more labels before `.suffix` (not `suffix` itself).
 //! Exact names win over wildcards, and the longest wildcard suffix wins over shorter ones. A name
 //! that is not a plain LDH hostname (IP literal, NUL, other bytes) is "no valid SNI".
+//!
+//! One name may have several routes with disjoint `alpn` sets and at most one without: the first
+//! protocol the client offers that one of them lists picks that route, else the one without
+//! `alpn` serves the name. A name none of whose routes takes the hello is looked up as if unknown
+//! (wildcards, then the default).
 
 use std::collections::HashMap;
 
@@ -100,45 +105,78 @@ impl Pattern {
     }
 }
 
+/// The routes that serve one name (or one wildcard suffix).
+#[derive(Debug, Default)]
+struct NameRoutes {
+    /// Protocol → route, for the name's routes with `alpn` (disjoint sets, so one route each).
+    /// Empty for most names; a few entries otherwise, so a scan beats hashing.
+    by_alpn: Vec<(Vec<u8>, usize)>,
+    /// The name's route without `alpn`.
+    fallback: Option<usize>,
+}
+
+impl NameRoutes {
+    fn add(&mut self, route: &Route, index: usize) {
+        if route.alpn.is_empty() {
+            self.fallback = Some(index);
+        }
+        self.by_alpn.extend(route.alpn.iter().map(|protocol| (protocol.clone(), index)));
+    }
+
+    /// The route for a hello offering `offered` (in the client's order of preference).
+    fn pick(&self, offered: &[Vec<u8>]) -> Option<usize> {
+        if self.by_alpn.is_empty() {
+            return self.fallback;
+        }
+        offered
+            .iter()
+            .find_map(|protocol| self.by_alpn.iter().find(|(listed, _)| listed == protocol))
+            .map(|&(_, index)| index)
+            .or(self.fallback)
+    }
+}
+
 /// The routes of one loaded config and the index that maps names to them.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Route>,
-    exact: HashMap<String, usize>,
-    /// `".suffix"` → route: a name is looked up by each of its suffixes, longest first, so the
+    exact: HashMap<String, NameRoutes>,
+    /// `".suffix"` → routes: a name is looked up by each of its suffixes, longest first, so the
     /// cost grows with the name's labels, not with the number of wildcard routes.
-    wildcards: HashMap<String, usize>,
+    wildcards: HashMap<String, NameRoutes>,
     default: Option<usize>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>, patterns: Vec<(Pattern, usize)>, default: Option<usize>) -> Self {
-        let mut exact = HashMap::new();
-        let mut wildcards = HashMap::new();
+        let mut exact: HashMap<String, NameRoutes> = HashMap::new();
+        let mut wildcards: HashMap<String, NameRoutes> = HashMap::new();
         for (pattern, index) in patterns {
-            match pattern {
-                Pattern::Exact(name) => {
-                    exact.insert(name, index);
-                }
-                Pattern::Wildcard(suffix) => {
-                    wildcards.insert(suffix, index);
-                }
-            }
+            let entry = match pattern {
+                Pattern::Exact(name) => exact.entry(name).or_default(),
+                Pattern::Wildcard(suffix) => wildcards.entry(suffix).or_default(),
+            };
+            entry.add(&routes[index], index);
         }
         RouteTable { routes, exact, wildcards, default }
     }
 
-    /// The route for a canonical server name (see [`canonicalize`]), if one matches.
+    /// The route for a canonical server name (see [`canonicalize`]) and a hello without ALPN.
     pub fn lookup(&self, name: &str) -> Option<&Route> {
-        if let Some(&index) = self.exact.get(name) {
+        self.lookup_with_alpn(name, &[])
+    }
+
+    /// The route for a canonical server name and the protocols the hello offers, if one matches.
+    pub fn lookup_with_alpn(&self, name: &str, offered: &[Vec<u8>]) -> Option<&Route> {
+        if let Some(index) = self.exact.get(name).and_then(|routes| routes.pick(offered)) {
             return Some(&self.routes[index]);
         }
         // Suffixes start at a dot after at least one character: the wildcard stands for a label.
         name.char_indices()
             .skip(1)
             .filter(|&(_, c)| c == '.')
-            .find_map(|(at, _)| self.wildcards.get(&name[at..]))
-            .map(|&index| &self.routes[index])
+            .find_map(|(at, _)| self.wildcards.get(&name[at..]).and_then(|routes| routes.pick(offered)))
+            .map(|index| &self.routes[index])
     }
 
     /// The route for connections whose name matched nothing (or that had none); `None` = reject.
@@ -148,7 +186,12 @@ impl RouteTable {
 
     /// `lookup`, falling back to the default route.
     pub fn resolve(&self, name: Option<&str>) -> Option<&Route> {
-        name.and_then(|name| self.lookup(name)).or_else(|| self.default_route())
+        self.resolve_with_alpn(name, &[])
+    }
+
+    /// `lookup_with_alpn`, falling back to the default route.
+    pub fn resolve_with_alpn(&self, name: Option<&str>, offered: &[Vec<u8>]) -> Option<&Route> {
+        name.and_then(|name| self.lookup_with_alpn(name, offered)).or_else(|| self.default_route())
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -165,6 +208,7 @@ mod tests {
     fn route(name: &str) -> Route {
         Route {
             name: name.into(),
+            alpn: Vec::new(),
             mode: Mode::Tcp,
             tls: None,
             backend: Backend {
@@ -261,6 +305,50 @@ mod tests {
         assert_eq!(matched(&t, b"other.test"), Some("fallback"));
         assert_eq!(matched(&t, b"10.0.0.1"), Some("fallback"));
         assert_eq!(table(&[("a.test", "a")], None).resolve(None).map(|r| r.name.as_str()), None);
+    }
+
+    fn alpn_table() -> RouteTable {
+        let mut routes = vec![route("mqtt"), route("web"), route("rest"), route("wild-mqtt"), route("wild")];
+        routes[0].alpn = vec![b"mqtt".to_vec(), b"x-amzn-mqtt-ca".to_vec()];
+        routes[1].alpn = vec![b"h2".to_vec()];
+        routes[3].alpn = vec![b"mqtt".to_vec()];
+        let patterns =
+            [("iot.test", 0), ("iot.test", 1), ("iot.test", 2), ("*.test", 3), ("*.test", 4), ("only.test", 1)];
+        let patterns = patterns.iter().map(|&(p, index)| (Pattern::parse(p).unwrap(), index)).collect();
+        RouteTable::new(routes, patterns, None)
+    }
+
+    fn matched_alpn<'a>(table: &'a RouteTable, name: &str, offered: &[&[u8]]) -> Option<&'a str> {
+        let offered: Vec<Vec<u8>> = offered.iter().map(|p| p.to_vec()).collect();
+        table.resolve_with_alpn(Some(name), &offered).map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn one_name_routes_by_offered_alpn_then_falls_back() {
+        let t = alpn_table();
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"mqtt"]), Some("mqtt"));
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"x-amzn-mqtt-ca"]), Some("mqtt"));
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"h2", b"http/1.1"]), Some("web"));
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"http/1.1"]), Some("rest"));
+        assert_eq!(matched_alpn(&t, "iot.test", &[]), Some("rest"));
+    }
+
+    #[test]
+    fn client_preference_order_picks_among_alpn_routes() {
+        let t = alpn_table();
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"x-other", b"h2", b"mqtt"]), Some("web"));
+        assert_eq!(matched_alpn(&t, "iot.test", &[b"mqtt", b"h2"]), Some("mqtt"));
+    }
+
+    #[test]
+    fn exact_alpn_routes_come_before_wildcards_and_unmatched_names_look_further() {
+        let t = alpn_table();
+        assert_eq!(matched_alpn(&t, "a.test", &[b"mqtt"]), Some("wild-mqtt"));
+        assert_eq!(matched_alpn(&t, "a.test", &[b"h2"]), Some("wild"));
+        assert_eq!(matched_alpn(&t, "only.test", &[b"h2"]), Some("web"));
+        assert_eq!(matched_alpn(&t, "only.test", &[b"mqtt"]), Some("wild-mqtt"), "no fallback: looked up as unknown");
+        assert_eq!(matched_alpn(&t, "only.test", &[]), Some("wild"));
+        assert_eq!(t.resolve(Some("iot.test")).map(|r| r.name.as_str()), Some("rest"));
     }
 
     #[test]

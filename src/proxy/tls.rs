@@ -31,6 +31,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 #[derive(Debug)]
 pub struct RouteTls {
     pub server_config: Arc<ServerConfig>,
+    /// Routes with `alpn` and no `tls.alpn`: per protocol, the config that offers only it, so the
+    /// negotiated protocol is the one the route was picked for. Shares the route's session state.
+    by_alpn: Vec<(Vec<u8>, Arc<ServerConfig>)>,
     /// Signature algorithm of the route's certificate, OpenSSL short name (SIG_ALG sub-TLV).
     pub cert_sig_alg: String,
     /// Key algorithm and size of the route's certificate, e.g. `EC256`, `RSA2048` (KEY_ALG).
@@ -46,6 +49,13 @@ pub struct RouteTls {
 }
 
 impl RouteTls {
+    /// The config for a connection routed here for protocol `matched` (see `Route::matched_alpn`).
+    pub fn server_config_for(&self, matched: Option<&[u8]>) -> &Arc<ServerConfig> {
+        matched
+            .and_then(|matched| self.by_alpn.iter().find(|(protocol, _)| protocol == matched))
+            .map_or(&self.server_config, |(_, config)| config)
+    }
+
     /// Whether this route's CRLs revoke the client certificate with this issuer and serial.
     pub fn revokes(&self, client: &ClientCertId) -> bool {
         self.revocation_lists.iter().any(|crl| {
@@ -141,8 +151,10 @@ impl RouteTls {
             return Err(problems);
         };
         let config = server_config(tls, served.certified.clone(), verifier, provider)?;
+        let by_alpn = per_protocol_configs(tls, &config);
         Ok(RouteTls {
             server_config: Arc::new(config),
+            by_alpn,
             cert_sig_alg: served.leaf.sig_alg.clone(),
             cert_key_alg: served.leaf.key_alg.clone(),
             cert_not_after: served.leaf.not_after,
@@ -177,7 +189,8 @@ fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-    config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let offered = if tls.alpn.is_empty() { &tls.route_alpn } else { &tls.alpn };
+    config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.max_early_data_size = 0;
     // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
     // hardware-accelerated) is the one to use.
@@ -194,6 +207,22 @@ fn server_config(
         config.send_tls13_tickets = 0;
     }
     Ok(config)
+}
+
+/// With route `alpn` and no `tls.alpn`, one copy of `config` per protocol offering only that one
+/// (the copies share the route's certificate, verifier, session cache and ticket key).
+fn per_protocol_configs(tls: &TlsSettings, config: &ServerConfig) -> Vec<(Vec<u8>, Arc<ServerConfig>)> {
+    if !tls.alpn.is_empty() {
+        return Vec::new();
+    }
+    tls.route_alpn
+        .iter()
+        .map(|protocol| {
+            let mut only = config.clone();
+            only.alpn_protocols = vec![protocol.as_bytes().to_vec()];
+            (protocol.as_bytes().to_vec(), Arc::new(only))
+        })
+        .collect()
 }
 
 /// A route's stateful resumption cache, allocated on its first session: the 4,096-entry table
@@ -307,7 +336,7 @@ pub struct Session {
 }
 
 /// Longest ALPN protocol name: the extension gives each name a one-byte length (RFC 7301 §3.1).
-const MAX_ALPN_PROTOCOL_BYTES: usize = 255;
+pub const MAX_ALPN_PROTOCOL_BYTES: usize = 255;
 
 /// Longest identity passed to the backend: the PROXY v2 spec and Mosquitto cap TLV strings there.
 pub const MAX_IDENTITY_BYTES: usize = 255;

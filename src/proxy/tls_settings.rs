@@ -34,6 +34,8 @@ pub struct TlsSettings {
     pub client_ca: Option<PathBuf>,
     pub crl: Vec<PathBuf>,
     pub alpn: Vec<String>,
+    /// The route's own `alpn` (what it is routed on): offered when `alpn` is empty.
+    pub route_alpn: Vec<String>,
     pub min_version: TlsVersion,
     /// Stateful cache and tickets, each per route so sessions never cross tenants.
     pub session_resumption: bool,

@@ -485,3 +485,79 @@ fn cli_version_and_help() {
         assert!(String::from_utf8_lossy(&output.stdout).contains("--config") || sub == ["--help"], "{sub:?}");
     }
 }
+
+/// A routes file of passthrough routes, one per `(name, sni, alpn line)`.
+fn alpn_routes(routes: &[(&str, &str, Option<&str>)]) -> String {
+    let mut text = String::from("listen: [\"127.0.0.1:0\"]\nroutes:\n");
+    for (name, sni, alpn) in routes {
+        text += &format!("  - name: {name}\n    sni: [{sni}]\n");
+        if let Some(alpn) = alpn {
+            text += &format!("    alpn: {alpn}\n");
+        }
+        text += "    mode: passthrough\n    backend: {servers: [\"127.0.0.1:1\"]}\n";
+    }
+    text
+}
+
+#[test]
+fn check_accepts_one_hostname_in_routes_with_disjoint_alpn_sets() {
+    let f = files();
+    let text = alpn_routes(&[
+        ("mqtt", "iot.test", Some("[mqtt, x-amzn-mqtt-ca]")),
+        ("web", "iot.test", Some("[h2]")),
+        ("rest", "iot.test", None),
+    ]);
+    let output = check(&f.pki.write("alpn-ok.yaml", &text));
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{}", stderr(&output));
+}
+
+#[test]
+fn check_reports_overlapping_alpn_sets_at_the_protocol() {
+    let f = files();
+    let text = alpn_routes(&[
+        ("mqtt", "iot.test", Some("[mqtt, x-amzn-mqtt-ca]")),
+        ("also-mqtt", "iot.test", Some("[h2, mqtt]")),
+    ]);
+    let config = f.pki.write("alpn-overlap.yaml", &text);
+    let err = check_fails(&config);
+    let line = line_of(&text, "alpn: [h2, mqtt]");
+    let column = text.lines().nth(line - 1).unwrap().find("mqtt").unwrap() + 1;
+    let expected = format!(
+        "{}:{line}:{column}: ALPN protocol \"mqtt\" for hostname \"iot.test\" is already routed to route \"mqtt\"",
+        config.display()
+    );
+    assert!(err.contains(&expected), "want {expected:?} in:\n{err}");
+}
+
+#[test]
+fn check_reports_a_second_route_without_alpn_for_one_hostname() {
+    let f = files();
+    let text =
+        alpn_routes(&[("mqtt", "iot.test", Some("[mqtt]")), ("web", "iot.test", None), ("web-too", "iot.test", None)]);
+    let config = f.pki.write("alpn-two-fallbacks.yaml", &text);
+    let err = check_fails(&config);
+    let line = text.lines().position(|l| l.contains("web-too")).unwrap() + 2;
+    let expected = format!(
+        "{}:{line}:{}: hostname \"iot.test\" is already used by route \"web\" (one route per hostname may go without `alpn`)",
+        config.display(),
+        "    sni: [".len() + 1
+    );
+    assert!(err.contains(&expected), "want {expected:?} in:\n{err}");
+}
+
+#[test]
+fn check_refuses_empty_and_over_long_alpn_protocols_at_their_line() {
+    let f = files();
+    let long = "p".repeat(256);
+    let text = alpn_routes(&[("empty", "a.test", Some("[\"\"]")), ("long", "b.test", Some(&format!("[{long}]")))]);
+    let config = f.pki.write("alpn-bad-names.yaml", &text);
+    let err = check_fails(&config);
+    let empty_line = line_of(&text, "alpn: [\"\"]");
+    assert!(
+        err.contains(&format!("{}:{empty_line}:5: ALPN protocol \"\" must be 1 to 255 bytes", config.display())),
+        "{err}"
+    );
+    let long_line = line_of(&text, &long);
+    let expected = format!("{}:{long_line}:12: ALPN protocol \"{long}\" must be 1 to 255 bytes", config.display());
+    assert!(err.contains(&expected), "{err}");
+}

@@ -237,6 +237,7 @@ pub struct RouteYaml {
     name: String,
     mode: String,
     sni: Vec<String>,
+    alpn: Vec<String>,
     tls: Vec<String>,
     servers: Vec<String>,
     backend: Vec<String>,
@@ -249,6 +250,7 @@ impl RouteYaml {
             name: name.into(),
             mode: mode.into(),
             sni: Vec::new(),
+            alpn: Vec::new(),
             tls: Vec::new(),
             servers: Vec::new(),
             backend: vec!["proxy_protocol: v2".into(), "connect_timeout: 2s".into()],
@@ -257,6 +259,12 @@ impl RouteYaml {
 
     pub fn sni(mut self, names: &[&str]) -> RouteYaml {
         self.sni.extend(names.iter().map(|n| n.to_string()));
+        self
+    }
+
+    /// The route's own `alpn:` (what it is routed on, not `tls.alpn`).
+    pub fn alpn(mut self, protocols: &[&str]) -> RouteYaml {
+        self.alpn.extend(protocols.iter().map(|p| p.to_string()));
         self
     }
 
@@ -301,6 +309,10 @@ impl RouteYaml {
         if !self.sni.is_empty() {
             let names: Vec<String> = self.sni.iter().map(q).collect();
             out += &format!("    sni: [{}]\n", names.join(", "));
+        }
+        if !self.alpn.is_empty() {
+            let protocols: Vec<String> = self.alpn.iter().map(q).collect();
+            out += &format!("    alpn: [{}]\n", protocols.join(", "));
         }
         out += &format!("    mode: {}\n", self.mode);
         if !self.tls.is_empty() {
