@@ -8,6 +8,7 @@ pub mod hello;
 pub mod inbound;
 pub mod ip_limit;
 pub mod limits;
+pub mod mqtt;
 pub mod passive_health;
 pub mod pem_files;
 pub mod prefixed;
