@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use super::connack::Refusal;
 use super::varint::{self, Varint};
-use super::ProtocolVersion;
+use super::{ProtocolVersion, LEVEL_V3_1, LEVEL_V3_1_1, LEVEL_V5};
 
 /// Packet type 1 in the high nibble of the first byte (3.1.1 §2.2.1, 5.0 §2.1.2).
 const CONNECT_PACKET_TYPE: u8 = 1;
@@ -188,9 +188,9 @@ fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
 
 fn protocol_version(name: &[u8], level: u8) -> Result<ProtocolVersion, ConnectError> {
     match (name, level) {
-        (PROTOCOL_NAME_V3_1, 3) => Ok(ProtocolVersion::V3_1),
-        (PROTOCOL_NAME_MQTT, 4) => Ok(ProtocolVersion::V3_1_1),
-        (PROTOCOL_NAME_MQTT, 5) => Ok(ProtocolVersion::V5),
+        (PROTOCOL_NAME_V3_1, LEVEL_V3_1) => Ok(ProtocolVersion::V3_1),
+        (PROTOCOL_NAME_MQTT, LEVEL_V3_1_1) => Ok(ProtocolVersion::V3_1_1),
+        (PROTOCOL_NAME_MQTT, LEVEL_V5) => Ok(ProtocolVersion::V5),
         (PROTOCOL_NAME_V3_1 | PROTOCOL_NAME_MQTT, level) => Err(ConnectError::UnsupportedLevel { level }),
         _ => Err(ConnectError::UnknownProtocol),
     }

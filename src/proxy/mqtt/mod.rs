@@ -12,6 +12,11 @@ mod sample;
 
 use std::fmt;
 
+/// Protocol levels of the CONNECT's variable header (3.1 §3.1, 3.1.1 §3.1.2.2, 5.0 §3.1.2.2).
+pub const LEVEL_V3_1: u8 = 3;
+pub const LEVEL_V3_1_1: u8 = 4;
+pub const LEVEL_V5: u8 = 5;
+
 /// The protocol a CONNECT spoke, from its protocol name and level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {
@@ -36,9 +41,9 @@ impl ProtocolVersion {
     /// The protocol level byte of the CONNECT's variable header.
     pub fn level(self) -> u8 {
         match self {
-            ProtocolVersion::V3_1 => 3,
-            ProtocolVersion::V3_1_1 => 4,
-            ProtocolVersion::V5 => 5,
+            ProtocolVersion::V3_1 => LEVEL_V3_1,
+            ProtocolVersion::V3_1_1 => LEVEL_V3_1_1,
+            ProtocolVersion::V5 => LEVEL_V5,
         }
     }
 }
