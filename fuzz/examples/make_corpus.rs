@@ -23,10 +23,13 @@ use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
+/// Writes one target's seed files into the folder it is given.
+type WriteCorpus = fn(&Path);
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let named: Vec<String> = std::env::args().skip(1).collect();
-    let writers: [(&str, fn(&Path)); 5] = [
+    let writers: [(&str, WriteCorpus); 5] = [
         ("hello_parse", hellos),
         ("inbound_parse", proxy_headers),
         ("config_parse", configs),
