@@ -7,10 +7,13 @@
 //! - `inbound_parse`: PROXY v1 and v2 headers written from the HAProxy spec (TCP4/TCP6/UNKNOWN,
 //!   LOCAL, UDP, UNIX, TLVs including PP2_TYPE_SSL), some followed by the start of a hello;
 //! - `config_parse`: `routes.example.yaml` and variants;
-//! - `nginx_import`: the nginx configs of the import tests (`tests/data/nginx/`).
+//! - `nginx_import`: the nginx configs of the import tests (`tests/data/nginx/`);
+//! - `mqtt_connect`: the paho-mqtt CONNECTs of `src/proxy/mqtt/testdata/` and CONNECTs written
+//!   from the 3.1.1 and 5.0 specs, valid and not.
 //!
-//! Run: `cargo run --manifest-path fuzz/Cargo.toml --example make_corpus` (rewrites the files; the
-//! hellos carry fresh random values each time, so only run it to change the corpus).
+//! Run: `cargo run --manifest-path fuzz/Cargo.toml --example make_corpus [TARGET…]` (rewrites the
+//! files of the named targets, all by default; the hellos carry fresh random values each time, so
+//! only run it to change the corpus).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,12 +23,24 @@ use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
+/// Writes one target's seed files into the folder it is given.
+type WriteCorpus = fn(&Path);
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    hellos(&root.join("hello_parse"));
-    proxy_headers(&root.join("inbound_parse"));
-    configs(&root.join("config_parse"));
-    nginx_configs(&root.join("nginx_import"));
+    let named: Vec<String> = std::env::args().skip(1).collect();
+    let writers: [(&str, WriteCorpus); 5] = [
+        ("hello_parse", hellos),
+        ("inbound_parse", proxy_headers),
+        ("config_parse", configs),
+        ("nginx_import", nginx_configs),
+        ("mqtt_connect", mqtt_connects),
+    ];
+    for (target, write_corpus) in writers {
+        if named.is_empty() || named.iter().any(|name| name == target) {
+            write_corpus(&root.join(target));
+        }
+    }
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -352,4 +367,81 @@ fn nginx_configs(dir: &Path) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT CONNECTs.
+
+/// A length-prefixed MQTT string or binary field.
+fn mqtt_field(bytes: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A CONNECT from its parts: protocol name and level, connect flags, keep alive 60, MQTT 5
+/// properties (with their one-byte length) when given, then the payload fields in order.
+fn mqtt_connect(name: &[u8], level: u8, flags: u8, properties: Option<&[u8]>, payload: &[&[u8]]) -> Vec<u8> {
+    let mut body = mqtt_field(name);
+    body.extend_from_slice(&[level, flags, 0, 60]);
+    if let Some(properties) = properties {
+        body.push(u8::try_from(properties.len()).unwrap());
+        body.extend_from_slice(properties);
+    }
+    for field in payload {
+        body.extend_from_slice(&mqtt_field(field));
+    }
+    let mut packet = vec![0x10];
+    let mut rest = body.len();
+    loop {
+        let byte = u8::try_from(rest % 128).unwrap();
+        rest /= 128;
+        packet.push(if rest > 0 { byte | 0x80 } else { byte });
+        if rest == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+fn mqtt_connects(dir: &Path) {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src/proxy/mqtt/testdata");
+    for name in ["paho-v311-user-will", "paho-v5-user-will-props", "paho-v31", "paho-v311-empty-id"] {
+        write(dir, name, &fs::read(testdata.join(format!("{name}.bin"))).unwrap());
+    }
+    let session_expiry: &[u8] = b"\x11\x00\x00\x0e\x10";
+    write(dir, "v311-user-password", &mqtt_connect(b"MQTT", 4, 0xc2, None, &[b"dev-1", b"user", b"pw"]));
+    write(dir, "v5-password-only", &mqtt_connect(b"MQTT", 5, 0x42, Some(session_expiry), &[b"dev-1", b"pw"]));
+    let mut v5_will = mqtt_connect(b"MQTT", 5, 0xee, Some(b""), &[b"dev-2"]);
+    // Will properties (empty) before the will topic, then payload, username and password.
+    v5_will.push(0);
+    for field in [&b"w/t"[..], b"bye", b"u", b"p"] {
+        v5_will.extend_from_slice(&mqtt_field(field));
+    }
+    v5_will[1] += 1 + 5 + 5 + 3 + 3;
+    write(dir, "v5-will-user-password", &v5_will);
+    write(dir, "v31-long-id", &mqtt_connect(b"MQIsdp", 3, 0x02, None, &[&[b'c'; 300]]));
+    let mut pipelined = mqtt_connect(b"MQTT", 4, 0x02, None, &[b"dev-3"]);
+    pipelined.extend_from_slice(b"\x82\x08\x00\x01\x00\x03a/b\x01\xc0\x00");
+    write(dir, "v311-then-subscribe-pingreq", &pipelined);
+    let complete = mqtt_connect(b"MQTT", 4, 0x02, None, &[b"dev-4"]);
+    write(dir, "v311-partial", &complete[..complete.len() - 3]);
+    write(dir, "remaining-length-5-bytes", b"\x10\x80\x80\x80\x80\x01");
+    let mut padded = vec![0x10, complete[1] | 0x80, 0x00];
+    padded.extend_from_slice(&complete[2..]);
+    write(dir, "v311-padded-length", &padded);
+    let mut padded_v5 = mqtt_connect(b"MQTT", 5, 0x02, Some(b""), &[b"dev-5"]);
+    padded_v5.splice(1..2, [padded_v5[1] | 0x80, 0x00]);
+    write(dir, "v5-padded-length", &padded_v5);
+    write(dir, "over-8k", &[&b"\x10\xff\x7f\x00\x04MQTT\x05"[..], &[0; 64]].concat());
+    let mut long_id = complete.clone();
+    long_id[12] = 0xff;
+    write(dir, "client-id-past-end", &long_id);
+    write(dir, "client-id-not-utf8", &mqtt_connect(b"MQTT", 4, 0x02, None, &[b"\xff\xfe"]));
+    write(dir, "client-id-nul", &mqtt_connect(b"MQTT", 5, 0x02, Some(b""), &[b"dev\x00"]));
+    write(dir, "level-6", &mqtt_connect(b"MQTT", 6, 0x02, None, &[b"dev"]));
+    write(dir, "reserved-flag", &mqtt_connect(b"MQTT", 4, 0x03, None, &[b"dev"]));
+    write(dir, "will-qos-3", &mqtt_connect(b"MQTT", 4, 0x1e, None, &[b"dev", b"t", b"m"]));
+    write(dir, "http-get", b"GET /mqtt HTTP/1.1\r\nHost: a\r\n\r\n");
 }

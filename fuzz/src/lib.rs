@@ -204,6 +204,81 @@ pub fn nginx_import(data: &[u8]) {
     }
 }
 
+/// The default `mqtt.max_connect_bytes`.
+pub const DEFAULT_MAX_CONNECT_BYTES: usize = 8192;
+
+/// Target `mqtt_connect`: `snigate::mqtt::connect::parse`, the first packet of an `mqtt:` route,
+/// and `snigate::mqtt::rewrite::with_username` on what it accepts.
+///
+/// Invariants checked:
+/// - never panics, whatever `max_bytes`; errors format, and their refusal encodes;
+/// - `Incomplete` only while fewer than `max_bytes` bytes have arrived (a reader never waits past
+///   the cap);
+/// - `Complete(c)`: `c.len <= buf.len()` and `<= max_bytes`, the offsets are in packet order,
+///   `buf[..c.len]` gives the same `Complete` and every shorter prefix gives `Incomplete` (a split
+///   CONNECT waits, never fails);
+/// - the username rewrite round-trips: the result parses to the same fields but the username, its
+///   length is its own `len`, and the properties and the bytes after the username are unchanged.
+pub fn mqtt_connect(data: &[u8]) {
+    check_connect(data, DEFAULT_MAX_CONNECT_BYTES);
+    check_connect(data, data.len() / 2);
+}
+
+fn check_connect(buf: &[u8], max_bytes: usize) {
+    use snigate::mqtt::connect::{self, Progress};
+    let connect = match connect::parse(buf, max_bytes) {
+        Ok(Progress::Complete(connect)) => connect,
+        Ok(Progress::Incomplete) => {
+            assert!(buf.is_empty() || buf.len() < max_bytes, "Incomplete with {} bytes, cap {max_bytes}", buf.len());
+            return;
+        }
+        Err(error) => {
+            let _ = error.to_string();
+            if let Some((version, refusal)) = error.refusal() {
+                let _ = snigate::mqtt::connack::refusal(version, refusal);
+            }
+            return;
+        }
+    };
+    assert!(connect.len <= buf.len(), "len {} > buffer {}", connect.len, buf.len());
+    assert!(connect.len <= max_bytes, "len {} > max_bytes {max_bytes}", connect.len);
+    let span = &connect.username_span;
+    assert!(connect.header_len < connect.flags_at && connect.flags_at < span.start && span.end <= connect.len);
+    assert_eq!(connect.username.is_some(), !span.is_empty(), "username and its span disagree");
+
+    let exact = connect::parse(&buf[..connect.len], max_bytes);
+    assert_eq!(exact, Ok(Progress::Complete(connect.clone())), "the packet alone parses differently");
+    for cut in 0..connect.len {
+        let prefix = connect::parse(&buf[..cut], max_bytes);
+        assert_eq!(prefix, Ok(Progress::Incomplete), "prefix of {cut} of a {}-byte CONNECT", connect.len);
+    }
+
+    for username in ["", "fuzz-identity", connect.client_id.as_str()] {
+        check_rewrite(buf, &connect, username);
+    }
+}
+
+fn check_rewrite(buf: &[u8], before: &snigate::mqtt::connect::Connect, username: &str) {
+    use snigate::mqtt::connect::{self, Progress};
+    let rewritten = match snigate::mqtt::rewrite::with_username(buf, before, username) {
+        Ok(rewritten) => rewritten,
+        Err(error) => panic!("rewrite of a parsed CONNECT to {username:?} failed: {error}"),
+    };
+    let after = match connect::parse(&rewritten, usize::MAX) {
+        Ok(Progress::Complete(after)) => after,
+        other => panic!("rewritten CONNECT does not parse: {other:?}"),
+    };
+    assert_eq!(after.len, rewritten.len(), "rewritten CONNECT with bytes after it");
+    assert_eq!(after.username.as_deref(), Some(username));
+    let fields = |c: &connect::Connect| {
+        (c.version, c.client_id.clone(), c.has_password, c.keepalive_secs, c.clean_start, c.will)
+    };
+    assert_eq!(fields(&after), fields(before), "fields other than the username changed");
+    let properties = |c: &connect::Connect, packet: &[u8]| c.properties_span.clone().map(|s| packet[s].to_vec());
+    assert_eq!(properties(&after, &rewritten), properties(before, buf), "properties changed");
+    assert_eq!(rewritten[after.username_span.end..], buf[before.username_span.end..before.len], "password changed");
+}
+
 /// Target by name, for the corpus test and the `replay` example.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
     match name {
@@ -211,9 +286,10 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "inbound_parse" => Some(inbound_parse),
         "config_parse" => Some(config_parse),
         "nginx_import" => Some(nginx_import),
+        "mqtt_connect" => Some(mqtt_connect),
         _ => None,
     }
 }
 
 /// Names of all targets, as in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 4] = ["hello_parse", "inbound_parse", "config_parse", "nginx_import"];
+pub const TARGETS: [&str; 5] = ["hello_parse", "inbound_parse", "config_parse", "nginx_import", "mqtt_connect"];

@@ -96,3 +96,25 @@ fn found_artifacts_stay_fixed() {
     }
     assert!(failures.is_empty(), "still failing: {failures:#?}");
 }
+
+#[test]
+fn mqtt_seed_connects_are_complete() {
+    use snigate::mqtt::connect::{self, Progress};
+    let names = [
+        "paho-v311-user-will",
+        "paho-v5-user-will-props",
+        "paho-v31",
+        "paho-v311-empty-id",
+        "v311-user-password",
+        "v5-password-only",
+        "v5-will-user-password",
+        "v31-long-id",
+        "v311-then-subscribe-pingreq",
+        "v311-padded-length",
+    ];
+    for name in names {
+        let bytes = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/mqtt_connect").join(name)).unwrap();
+        let parsed = connect::parse(&bytes, snigate_fuzz::DEFAULT_MAX_CONNECT_BYTES);
+        assert!(matches!(parsed, Ok(Progress::Complete(_))), "{name}: {parsed:?}");
+    }
+}

@@ -8,6 +8,7 @@ pub mod hello;
 pub mod inbound;
 pub(crate) mod ip_limit;
 pub(crate) mod limits;
+pub mod mqtt;
 pub(crate) mod passive_health;
 pub(crate) mod pem_files;
 pub(crate) mod prefixed;
