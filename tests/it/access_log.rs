@@ -2,7 +2,6 @@
 //! closes, with the field set the README documents (checked here as substrings, without a JSON
 //! crate: the names and values are what operators' log pipelines key on).
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -58,19 +57,7 @@ async fn json_access_log_line_has_the_documented_fields() {
     assert!(tls_connect(proxy, simple_client(&ca.cert_der, None), "other.test").await.is_err());
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = within("snigate to exit after SIGTERM", async {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(status.success(), "exit status {status:?}");
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = terminate_and_read_log(&mut child).await;
 
     let closes: Vec<&str> = stderr.lines().filter(|l| l.contains("\"message\":\"connection closed\"")).collect();
     let served = closes

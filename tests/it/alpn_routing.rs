@@ -2,7 +2,6 @@
 //! the ClientHello offers, for terminate and passthrough; the matched protocol is what the
 //! handshake negotiates, what the ALPN TLV carries and what the access log says.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -133,19 +132,7 @@ async fn access_log_alpn_is_the_matched_protocol_on_passthrough() {
     }
     assert!(served, "snigate did not start");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = within("snigate to exit after SIGTERM", async {
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(status.success(), "exit status {status:?}");
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let stderr = terminate_and_read_log(&mut child).await;
     let line = stderr
         .lines()
         .find(|l| l.contains("\"message\":\"connection closed\"") && l.contains("\"route\":\"iot-mqtt\""))

@@ -350,3 +350,22 @@ pub fn config_with_limits(listen: &[&str], default: &str, limits: &str, routes: 
 pub fn config_v4(default: &str, routes: &[RouteYaml]) -> String {
     config_yaml(&["127.0.0.1:0"], default, routes)
 }
+
+/// Sends SIGTERM to a `snigate run` child, waits (bounded) for it to exit, asserts it exited 0,
+/// and returns everything it wrote to stderr (its log).
+pub async fn terminate_and_read_log(child: &mut std::process::Child) -> String {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = within("snigate to exit after SIGTERM", async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "exit status {status:?}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr piped"), &mut stderr).unwrap();
+    stderr
+}
