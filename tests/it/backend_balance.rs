@@ -167,3 +167,28 @@ async fn client_ip_keeps_an_address_on_one_server_and_spreads_addresses() {
     }
     assert!(per_server.iter().all(|&n| n > 0), "distinct addresses spread: {per_server:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_cover_backups_and_a_reload_keeps_their_state() {
+    let (primary, backup) = (closed_port().await, closed_port().await);
+    let route = RouteYaml::new("plain", "tcp")
+        .proxy("none")
+        .server(primary)
+        .backend(format!("backup_servers: [{}]", q(backup.to_string())))
+        // A slow interval: a reload that forgot the state would show the backup up for >= 3 s.
+        .backend("health_check: { type: tcp, interval: 3s, timeout: 200ms, rise: 1, fall: 2 }");
+    let proxy = start_proxy(&config_v4("plain", &[route])).await;
+    let proxy = &proxy;
+    for server in [primary, backup] {
+        eventually(WAIT, "the health check to mark the server down", || async move {
+            match backend_up(proxy, &server.to_string()) {
+                Some(0.0) => Ok(()),
+                other => Err(format!("snigate_backend_up{{server=\"{server}\"}} is {other:?}")),
+            }
+        })
+        .await;
+    }
+    within("reload", proxy.reload.reload()).await.expect("reload of an unchanged file");
+    assert_eq!(backend_up(proxy, &backup.to_string()), Some(0.0), "the reload kept the backup's state");
+    assert_eq!(backend_up(proxy, &primary.to_string()), Some(0.0));
+}
