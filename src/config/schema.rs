@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::duration::parse_duration;
-use crate::proxy::backend::{HealthCheckKind, Identity, OnBackendDown, ProxyProtocol};
+use crate::proxy::backend::{Balance, HealthCheckKind, Identity, OnBackendDown, ProxyProtocol};
 use crate::proxy::route::Mode;
 use crate::proxy::tls_settings::{ClientAuth, TlsVersion};
 
@@ -127,6 +127,12 @@ pub struct RawTls {
 pub struct RawBackend {
     /// Required, at least one `host:port`.
     pub servers: Vec<String>,
+    /// Default none: `host:port`s tried in order only when no server in `servers` could be connected.
+    #[serde(default)]
+    pub backup_servers: Vec<String>,
+    /// Default `round_robin`; also `least_connections`, `client_ip`, `client_id` (needs `mqtt:`).
+    #[serde(default)]
+    pub balance: Balance,
     /// Default `none`.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocol,

@@ -13,7 +13,7 @@ use super::schema::{RawConfig, RawLimits, RawRoute, RawTls};
 use super::yaml_position::Span;
 use super::Config;
 use crate::proxy::backend::{
-    Backend, HealthCheck, Identity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL,
+    Backend, Balance, HealthCheck, Identity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_FAILS,
 };
 use crate::proxy::limits::{
@@ -372,16 +372,15 @@ fn build_limits(raw: &RawLimits, report: &Reporter, errors: &mut Vec<ConfigError
 fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &mut Vec<ConfigError>) -> Backend {
     let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
     let raw = &raw_route.backend;
-    if raw.servers.is_empty() {
-        errors.push(report.error(key_at("servers"), format!("route {:?} has no backend `servers`", raw_route.name)));
-    }
-    for server in &raw.servers {
-        if let Err(reason) = check_server_address(server) {
-            errors.push(report.error(
-                report.at.find_value("servers", server, span),
-                format!("bad backend server {server:?}: {reason}"),
-            ));
-        }
+    let servers = check_servers(raw_route, report, span, errors);
+    if raw.balance == Balance::ClientId {
+        errors.push(report.error(
+            key_at("balance"),
+            format!(
+                "balance client_id needs an `mqtt:` block on route {:?} (it balances on the MQTT CONNECT client id); use round_robin, least_connections or client_ip",
+                raw_route.name
+            ),
+        ));
     }
     let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     if connect_timeout.is_zero() {
@@ -403,18 +402,44 @@ fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &m
         }
     }
     Backend {
-        servers: raw.servers.clone(),
+        primaries: raw.servers.len(),
+        balance: raw.balance,
         proxy_protocol: raw.proxy_protocol,
         identity: raw.identity,
         connect_timeout,
         next_server: Default::default(),
-        server_up: raw.servers.iter().map(|_| AtomicBool::new(true)).collect(),
+        load: servers.iter().map(|_| Default::default()).collect(),
+        on_backup: Default::default(),
+        server_up: servers.iter().map(|_| AtomicBool::new(true)).collect(),
         health_check,
         on_backend_down: raw.on_backend_down,
         max_fails: raw.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
         fail_timeout: raw.fail_timeout.unwrap_or(DEFAULT_FAIL_TIMEOUT),
-        passive: raw.servers.iter().map(|_| Default::default()).collect(),
+        passive: servers.iter().map(|_| Default::default()).collect(),
+        servers,
     }
+}
+
+/// Checks `servers` and `backup_servers` (each `host:port`, none in both) and returns them in
+/// that order.
+fn check_servers(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    let raw = &raw_route.backend;
+    if raw.servers.is_empty() {
+        let at = report.at.find_key("servers", span).unwrap_or((span.start, 1));
+        errors.push(report.error(at, format!("route {:?} has no backend `servers`", raw_route.name)));
+    }
+    for (key, list) in [("servers", &raw.servers), ("backup_servers", &raw.backup_servers)] {
+        for server in list {
+            let at = || report.at.find_value(key, server, span);
+            if let Err(reason) = check_server_address(server) {
+                let what = if key == "servers" { "backend server" } else { "backup server" };
+                errors.push(report.error(at(), format!("bad {what} {server:?}: {reason}")));
+            } else if key == "backup_servers" && raw.servers.contains(server) {
+                errors.push(report.error(at(), format!("backup server {server:?} is also in `servers`")));
+            }
+        }
+    }
+    raw.servers.iter().chain(&raw.backup_servers).cloned().collect()
 }
 
 /// A server is `ip:port`, `[ipv6]:port` or `hostname:port` (resolved at connect time).

@@ -407,7 +407,9 @@ fn close_revoked_sessions(sessions: &Sessions, routes: &RouteTable) -> usize {
 /// A server that stays in a reloaded route keeps its health state: a down server is not
 /// offered to clients again until its checks pass, or (without checks) its passive failures and
 /// rest carry over. A route that drops its health check starts its servers up (nothing active
-/// could bring them back); one that adds a check starts from the check's view.
+/// could bring them back); one that adds a check starts from the check's view. Backup servers
+/// carry over the same way (matched by address, whichever list they were in); the counts of open
+/// sessions do not: the new table counts only the sessions it opens.
 fn carry_over_health(old: &RouteTable, new: &RouteTable) {
     for route in new.routes() {
         let Some(previous) = old.routes().iter().find(|r| r.name == route.name) else {

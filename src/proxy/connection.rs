@@ -297,13 +297,17 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
 
 /// Connects the route's backend, counting each failed connect; a shortage of descriptors here is
 /// the proxy's, not the backend's.
-async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Connected, Close> {
+async fn connect_backend<'r>(
+    route: &'r Route,
+    client: SocketAddr,
+    context: &Context,
+) -> Result<backend::Connected<'r>, Close> {
     let on_event = |event: backend::Event<'_>| match event {
         backend::Event::ConnectFailed(server) => context.metrics.backend_connect_failed(&route.name, server),
         backend::Event::Down(server) => context.metrics.backend_health(&route.name, server, false),
         backend::Event::Up(server) => context.metrics.backend_health(&route.name, server, true),
     };
-    Box::pin(backend::connect(&route.backend, on_event)).await.map_err(|error| {
+    Box::pin(backend::connect(&route.backend, client.ip(), on_event)).await.map_err(|error| {
         if error.is_local_exhaustion() {
             return Close::because(CloseCause::LocalFdExhausted, error);
         }
@@ -315,14 +319,14 @@ async fn connect_backend(route: &Route, context: &Context) -> Result<backend::Co
 /// token its relay stops on.
 fn register(
     route: &Route,
-    connected: &backend::Connected,
+    server_index: usize,
     session: Option<&Session>,
     context: &Context,
 ) -> (Registration, CancellationToken) {
     let stop = context.hard_stop.child_token();
     let info = SessionInfo {
         route: route.name.clone(),
-        backend_server: route.backend.servers[connected.index].clone(),
+        backend_server: route.backend.servers[server_index].clone(),
         client_cert: session.and_then(|s| s.client_cert_id.clone()),
     };
     (context.sessions.register(info, stop.clone()), stop)
@@ -335,12 +339,14 @@ fn register(
 fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Close> + Send + 'a {
     let Conn { stream, received, client, local, route, context, record } = conn;
     async move {
-        let connected = match connect_backend(route, context).await {
-            Ok(connected) => connected,
-            Err(close) => return close,
-        };
-        record.backend = Some(connected.server);
-        let (registration, stop) = register(route, &connected, None, context);
+        // Taken apart so that only the session count's guard stays for the session's life.
+        let backend::Connected { stream: backend_stream, server, index, load: _load } =
+            match connect_backend(route, client, context).await {
+                Ok(connected) => connected,
+                Err(close) => return close,
+            };
+        record.backend = Some(server);
+        let (registration, stop) = register(route, index, None, context);
         record.routed_alpn = hello.as_ref().and_then(|h| route.matched_alpn(&h.alpn)).map(Box::from);
         let mut first_write = match forward_header(route, client, local, hello.as_ref()) {
             Ok(header) => header,
@@ -351,7 +357,7 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
         first_write.extend_from_slice(&received);
         let replayed_bytes = received.len() as u64;
         drop(received);
-        let mut backend_stream = connected.stream;
+        let mut backend_stream = backend_stream;
         if let Err(error) = backend_stream.write_all(&first_write).await {
             return Close::because(CloseCause::BackendError, error);
         }
@@ -414,20 +420,20 @@ fn terminate<'a>(
                 return Close::because(CloseCause::BadClientIdentity, error);
             }
         };
-        let connected = match connect_backend(route, context).await {
-            Ok(connected) => connected,
-            Err(close) => {
-                record.session = Some(Box::new(session));
-                let _ = tls_stream.shutdown().await;
-                return close;
-            }
-        };
-        record.backend = Some(connected.server);
-        let (registration, stop) = register(route, &connected, Some(&session), context);
+        let backend::Connected { stream: mut backend_stream, server, index, load: _load } =
+            match connect_backend(route, client, context).await {
+                Ok(connected) => connected,
+                Err(close) => {
+                    record.session = Some(Box::new(session));
+                    let _ = tls_stream.shutdown().await;
+                    return close;
+                }
+            };
+        record.backend = Some(server);
+        let (registration, stop) = register(route, index, Some(&session), context);
         let header = terminate_header(route, route_tls, client, local, &hello, &session);
         drop(hello);
         record.session = Some(Box::new(session));
-        let mut backend_stream = connected.stream;
         match header {
             Ok(header) if header.is_empty() => {}
             Ok(header) => {

@@ -213,6 +213,10 @@ mod tests {
             tls: None,
             backend: Backend {
                 servers: vec!["127.0.0.1:1".into()],
+                primaries: 1,
+                balance: Default::default(),
+                load: vec![Default::default()],
+                on_backup: Default::default(),
                 proxy_protocol: ProxyProtocol::None,
                 identity: Identity::Cn,
                 connect_timeout: std::time::Duration::from_secs(1),

@@ -561,3 +561,30 @@ fn check_refuses_empty_and_over_long_alpn_protocols_at_their_line() {
     let expected = format!("{}:{long_line}:12: ALPN protocol \"{long}\" must be 1 to 255 bytes", config.display());
     assert!(err.contains(&expected), "{err}");
 }
+
+#[test]
+fn check_refuses_client_id_balance_without_mqtt_at_the_value() {
+    let f = files();
+    let text = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    mode: tcp\n    backend:\n      servers: [\"127.0.0.1:1\"]\n      balance: client_id\n";
+    let config = f.pki.write("client-id.yaml", text);
+    let err = check_fails(&config);
+    assert!(err.contains(&format!("{}:7:16:", config.display())), "at the value's line and column:\n{err}");
+    assert!(err.contains("client_id") && err.contains("`mqtt:`"), "{err}");
+}
+
+#[test]
+fn check_accepts_backups_and_balances_and_refuses_bad_backup_addresses_where_written() {
+    let f = files();
+    let good = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    mode: tcp\n    backend:\n      servers: [\"127.0.0.1:1\"]\n      backup_servers: [\"127.0.0.1:2\", \"backup.internal:3\"]\n      balance: least_connections\n  - name: b\n    mode: tcp\n    sni: [b.test]\n    backend: {servers: [\"127.0.0.1:1\"], balance: client_ip}\n";
+    let config = f.pki.write("backups-good.yaml", good);
+    let output = check(&config);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{}", stderr(&output));
+
+    let bad = "listen: [\"127.0.0.1:0\"]\nroutes:\n  - name: a\n    mode: tcp\n    backend:\n      servers: [\"127.0.0.1:1\"]\n      backup_servers: [\"127.0.0.1:2\", \"nowhere\", \"127.0.0.1:1\"]\n";
+    let config = f.pki.write("backups-bad.yaml", bad);
+    let err = check_fails(&config);
+    assert!(err.contains(&format!("{}:7:40:", config.display())), "at the bad address:\n{err}");
+    assert!(err.contains("bad backup server \"nowhere\""), "{err}");
+    assert!(err.contains(&format!("{}:7:51:", config.display())), "at the duplicate:\n{err}");
+    assert!(err.contains("also in `servers`"), "{err}");
+}

@@ -7,6 +7,7 @@ mod support;
 mod access_log;
 mod admin_limits;
 mod alpn_routing;
+mod backend_balance;
 mod backend_failover;
 mod check_cli;
 mod client_certificates;

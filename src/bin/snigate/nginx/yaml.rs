@@ -28,6 +28,8 @@ pub struct Route {
     pub mode: &'static str,
     pub tls: Option<Tls>,
     pub servers: Vec<String>,
+    /// nginx `backup` servers.
+    pub backup_servers: Vec<String>,
     /// `v1` / `v2`, with a comment for the line.
     pub proxy_protocol: Option<(&'static str, &'static str)>,
     pub connect_timeout: Option<String>,
@@ -149,6 +151,9 @@ impl Route {
         }
         out.push_str("    backend:\n");
         let _ = writeln!(out, "      servers: {}", list(&self.servers));
+        if !self.backup_servers.is_empty() {
+            let _ = writeln!(out, "      backup_servers: {}  # nginx `backup`", list(&self.backup_servers));
+        }
         if let Some((version, why)) = self.proxy_protocol {
             let _ = writeln!(out, "      proxy_protocol: {version}  # {why}");
         }

@@ -97,7 +97,7 @@ impl Translator {
                 unique = format!("{name}-{counter}");
                 counter += 1;
             }
-            let (servers, origin) = self.servers(backend, proxy_pass, upstreams)?;
+            let (pool, origin) = self.servers(backend, proxy_pass, upstreams)?;
             let tls = template.tls.as_ref().map(|common| yaml::Tls {
                 cert: self.path(&values[CERT]),
                 key: self.path(&values[KEY]),
@@ -111,7 +111,8 @@ impl Translator {
                 comment: origin,
                 sni: sni.clone(),
                 tls,
-                servers,
+                servers: pool.servers,
+                backup_servers: pool.backups,
                 connect_timeout: template.connect_timeout.clone(),
                 ..*template
             });

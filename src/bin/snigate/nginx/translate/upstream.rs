@@ -1,15 +1,23 @@
 //! `upstream name { server host:port …; }` and the addresses `proxy_pass` names: a backend's
-//! server list. snigate connects to TCP `host:port` backends round-robin, with no weights or backups.
+//! server list. snigate connects to TCP `host:port` backends round-robin, with no weights; nginx
+//! `backup` servers become `backup_servers`.
 
 use std::collections::HashMap;
 
 use super::super::ast::Directive;
 use super::translator::Translator;
 
-/// An `upstream` block's usable servers, backups last.
+/// An `upstream` block's usable servers.
 pub(super) struct Upstream<'a> {
     directive: &'a Directive,
-    servers: Vec<String>,
+    pool: Pool,
+}
+
+/// A backend's servers: the primaries and the backups (nginx `backup`).
+#[derive(Clone)]
+pub(super) struct Pool {
+    pub(super) servers: Vec<String>,
+    pub(super) backups: Vec<String>,
 }
 
 impl Translator {
@@ -44,10 +52,6 @@ impl Translator {
                     if down {
                         self.warn(child, format!("server {address} is marked `down`: left out"));
                     } else if backup {
-                        self.warn(
-                            child,
-                            format!("snigate has no backup servers: {address} is listed last but takes its share of new connections"),
-                        );
                         backups.push(address);
                     } else {
                         servers.push(address);
@@ -64,11 +68,11 @@ impl Translator {
                 other => self.warn(child, format!("`{other}` in `upstream` ignored")),
             }
         }
-        servers.extend(backups);
         if servers.is_empty() {
-            self.error(directive, format!("upstream {name:?} has no usable server"));
+            let why = if backups.is_empty() { "" } else { " (only `backup` servers)" };
+            self.error(directive, format!("upstream {name:?} has no usable server{why}"));
         }
-        Some((name.clone(), Upstream { directive, servers }))
+        Some((name.clone(), Upstream { directive, pool: Pool { servers, backups } }))
     }
 
     /// `host:port` as the schema takes it; nginx also allows `unix:` sockets, which snigate does not.
@@ -97,15 +101,18 @@ impl Translator {
         value: &str,
         proxy_pass: &Directive,
         upstreams: &HashMap<String, Upstream>,
-    ) -> Option<(Vec<String>, String)> {
+    ) -> Option<(Pool, String)> {
         if let Some(upstream) = upstreams.get(value) {
-            return Some((upstream.servers.clone(), format!("upstream {value} ({})", upstream.directive.at())));
+            return Some((upstream.pool.clone(), format!("upstream {value} ({})", upstream.directive.at())));
         }
         if !value.contains(':') {
             self.error(proxy_pass, format!("no `upstream {value}` in `stream {{}}`, and {value:?} is not host:port"));
             return None;
         }
         let address = self.backend_address(proxy_pass, value)?;
-        Some((vec![address], format!("proxy_pass {value} ({})", proxy_pass.at())))
+        Some((
+            Pool { servers: vec![address], backups: Vec::new() },
+            format!("proxy_pass {value} ({})", proxy_pass.at()),
+        ))
     }
 }
