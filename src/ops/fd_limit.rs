@@ -5,7 +5,6 @@
 
 use std::io;
 
-use rustix::io::Errno;
 use rustix::process::{getrlimit, setrlimit, Resource};
 
 /// Descriptors one session holds: the client socket and the backend socket.
@@ -103,11 +102,6 @@ fn runtime_threads() -> u64 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
-/// Whether an error means this process (EMFILE) or the system (ENFILE) is out of descriptors.
-pub fn is_exhaustion(error: &io::Error) -> bool {
-    Errno::from_io_error(error).is_some_and(|errno| errno == Errno::MFILE || errno == Errno::NFILE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,12 +112,5 @@ mod tests {
         assert_eq!(session_capacity(Some(reserve + 200), 2), 100);
         assert_eq!(session_capacity(Some(reserve / 2), 2), 0, "a limit below the reserve holds none");
         assert_eq!(session_capacity(None, 2), usize::MAX, "unlimited");
-    }
-
-    #[test]
-    fn descriptor_exhaustion_is_recognised_and_other_errors_are_not() {
-        assert!(is_exhaustion(&io::Error::from_raw_os_error(Errno::MFILE.raw_os_error())));
-        assert!(is_exhaustion(&io::Error::from_raw_os_error(Errno::NFILE.raw_os_error())));
-        assert!(!is_exhaustion(&io::Error::from(io::ErrorKind::ConnectionRefused)));
     }
 }

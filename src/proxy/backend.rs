@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use crate::ops::fd_limit;
+use crate::proxy::fd_exhaustion;
 use crate::proxy::passive_health::{Change, PassiveHealth};
 
 /// Per backend server connect attempt.
@@ -149,7 +149,7 @@ impl ConnectError {
     /// This process or the system is out of descriptors: the server is not at fault.
     pub fn is_local_exhaustion(&self) -> bool {
         match self {
-            ConnectError::Resolve(error) | ConnectError::Io(error) => fd_limit::is_exhaustion(error),
+            ConnectError::Resolve(error) | ConnectError::Io(error) => fd_exhaustion::is_exhaustion(error),
             ConnectError::NoAddress | ConnectError::Timeout(_) => false,
         }
     }
@@ -404,7 +404,7 @@ pub async fn connect_one(server: &str, timeout: Duration) -> Result<Reached, Con
                     let _ = stream.set_nodelay(true);
                     return Ok(Reached { stream, server: address });
                 }
-                Err(error) if fd_limit::is_exhaustion(&error) => return Err(ConnectError::Io(error)),
+                Err(error) if fd_exhaustion::is_exhaustion(&error) => return Err(ConnectError::Io(error)),
                 Err(error) => last_error = ConnectError::Io(error),
             }
         }

@@ -523,7 +523,7 @@ fn end_to_close(end: relay::End, registration: &Registration) -> Close {
     match end {
         // A pipe or socket the relay could not open: the proxy's shortage, not either peer's fault.
         relay::End::ClientError(error) | relay::End::BackendError(error)
-            if crate::ops::fd_limit::is_exhaustion(&error) =>
+            if crate::proxy::fd_exhaustion::is_exhaustion(&error) =>
         {
             Close::because(CloseCause::LocalFdExhausted, error)
         }

@@ -4,6 +4,7 @@
 
 pub(crate) mod backend;
 pub mod connection;
+pub(crate) mod fd_exhaustion;
 pub mod hello;
 pub mod inbound;
 pub(crate) mod ip_limit;
