@@ -88,8 +88,22 @@ pub struct RawRoute {
     /// Required on terminate routes, ignored (with a warning) on the others.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// Default none: terminate and tcp routes only; the first packet must then be an MQTT CONNECT.
+    #[serde(default)]
+    pub mqtt: Option<RawMqtt>,
     /// Required.
     pub backend: RawBackend,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// Default 10s: the CONNECT must be complete this long after the handshake (tcp: the accept).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    /// Default 8192: the most bytes a CONNECT may have, fixed header included.
+    #[serde(default)]
+    pub max_connect_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::error::{ConfigError, ConfigErrors, Reporter};
-use super::schema::{RawConfig, RawLimits, RawRoute, RawTls};
+use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls};
 use super::yaml_position::Span;
 use super::Config;
 use crate::proxy::backend::{
@@ -21,6 +21,7 @@ use crate::proxy::limits::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_HELLO_BYTES,
 };
+use crate::proxy::mqtt_admission::{MqttSettings, DEFAULT_MQTT_CONNECT_TIMEOUT, DEFAULT_MQTT_MAX_CONNECT_BYTES};
 use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};
@@ -70,7 +71,8 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
             check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
         }
         let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
-        routes.push(Route { name: raw_route.name.clone(), alpn, mode: raw_route.mode, tls: route_tls, backend });
+        let mqtt = raw_route.mqtt.as_ref().and_then(|raw| build_mqtt(raw_route, raw, report, span, &mut found.errors));
+        routes.push(Route { name: raw_route.name.clone(), alpn, mode: raw_route.mode, tls: route_tls, mqtt, backend });
     }
 
     let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
@@ -418,6 +420,37 @@ fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &m
         passive: servers.iter().map(|_| Default::default()).collect(),
         servers,
     }
+}
+
+/// The `mqtt:` block of a terminate or tcp route; on a passthrough route (whose bytes are
+/// encrypted) or with a zero setting, an error.
+fn build_mqtt(
+    raw_route: &RawRoute,
+    raw: &RawMqtt,
+    report: &Reporter,
+    span: Span,
+    errors: &mut Vec<ConfigError>,
+) -> Option<MqttSettings> {
+    let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
+    if raw_route.mode == Mode::Passthrough {
+        let message = format!(
+            "`mqtt:` on passthrough route {:?}: the proxy cannot read the CONNECT of a connection it does not decrypt; use mode terminate",
+            raw_route.name
+        );
+        errors.push(report.error(key_at("mqtt"), message));
+        return None;
+    }
+    let settings = MqttSettings {
+        connect_timeout: raw.connect_timeout.unwrap_or(DEFAULT_MQTT_CONNECT_TIMEOUT),
+        max_connect_bytes: raw.max_connect_bytes.unwrap_or(DEFAULT_MQTT_MAX_CONNECT_BYTES),
+    };
+    if settings.connect_timeout.is_zero() || settings.max_connect_bytes == 0 {
+        errors.push(
+            report.error(key_at("mqtt"), "mqtt connect_timeout and max_connect_bytes must be more than 0".into()),
+        );
+        return None;
+    }
+    Some(settings)
 }
 
 /// Checks `servers` and `backup_servers` (each `host:port`, none in both) and returns them in

@@ -1,7 +1,8 @@
 //! The closed sets of labels a connection's end is known by: why it closed (the access log's
 //! `cause`, `snigate_connection_closes_total` and `snigate_connections_rejected_total`), why its
 //! ClientHello was refused (`snigate_hello_rejects_total`) and why its TLS handshake failed
-//! (`snigate_handshake_failures_total`). Each enum has one mapping to its label; the README's
+//! (`snigate_handshake_failures_total`), and why an `mqtt:` route refused a client
+//! (`snigate_mqtt_refusals_total`). Each enum has one mapping to its label; the README's
 //! tables list the same labels, and a test here checks that they do.
 //!
 //! To add a cause: add a variant with a doc line and its label to the `labels!` list, and a row
@@ -63,9 +64,9 @@ labels! {
         ProxyHeaderTimeout => "proxy_header_timeout",
         /// A trusted peer's PROXY header was malformed or larger than the inbound cap.
         ProxyHeaderMalformed => "proxy_header_malformed",
-        /// The client closed during the inbound PROXY header or the ClientHello.
+        /// The client closed during the inbound PROXY header, the ClientHello or an `mqtt:` route's CONNECT.
         ClientClosed => "client_closed",
-        /// Reading the inbound PROXY header or the ClientHello failed.
+        /// Reading the inbound PROXY header, the ClientHello or an `mqtt:` route's CONNECT failed.
         ClientIo => "client_io",
         /// The first bytes are not TLS and `default` is not a `mode: tcp` route.
         NotTls => "not_tls",
@@ -93,6 +94,14 @@ labels! {
         BadClientIdentity => "bad_client_identity",
         /// The outbound PROXY v2 header could not be built (it would exceed its size limit).
         ProxyHeader => "proxy_header",
+        /// An `mqtt:` route's CONNECT was not complete within `mqtt.connect_timeout`.
+        MqttConnectTimeout => "mqtt_connect_timeout",
+        /// An `mqtt:` route's CONNECT is larger than `mqtt.max_connect_bytes`.
+        MqttConnectTooLarge => "mqtt_connect_too_large",
+        /// An `mqtt:` route's first packet is not a valid CONNECT.
+        MqttConnectMalformed => "mqtt_connect_malformed",
+        /// An `mqtt:` route's CONNECT names a protocol level the proxy does not speak.
+        MqttUnsupportedVersion => "mqtt_unsupported_version",
     }
 }
 
@@ -169,6 +178,35 @@ labels! {
     }
 }
 
+labels! {
+    /// Why an `mqtt:` route refused a client (`snigate_mqtt_refusals_total`).
+    pub enum MqttRefusal {
+        /// No CONNECT complete within `mqtt.connect_timeout`: closed.
+        ConnectTimeout => "connect_timeout",
+        /// A CONNECT over `mqtt.max_connect_bytes`: closed (MQTT 5: CONNACK 0x95 first).
+        ConnectTooLarge => "connect_too_large",
+        /// A first packet that is not a valid CONNECT: CONNACK 0x81 (MQTT 5) or a plain close.
+        ConnectMalformed => "connect_malformed",
+        /// A protocol level the proxy does not speak: CONNACK return code 1.
+        UnsupportedVersion => "unsupported_version",
+        /// No backend server could be connected: CONNACK 3 (3.x) or 0x88 (MQTT 5).
+        ServerUnavailable => "server_unavailable",
+    }
+}
+
+impl MqttRefusal {
+    /// The connection's close cause.
+    pub fn cause(self) -> CloseCause {
+        match self {
+            MqttRefusal::ConnectTimeout => CloseCause::MqttConnectTimeout,
+            MqttRefusal::ConnectTooLarge => CloseCause::MqttConnectTooLarge,
+            MqttRefusal::ConnectMalformed => CloseCause::MqttConnectMalformed,
+            MqttRefusal::UnsupportedVersion => CloseCause::MqttUnsupportedVersion,
+            MqttRefusal::ServerUnavailable => CloseCause::BackendUnavailable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -216,6 +254,8 @@ mod tests {
             handshake,
             "README (left) vs HandshakeFailure::ALL"
         );
+        let mqtt: Vec<&str> = MqttRefusal::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(first_column(&readme_table("mqtt refusal")), mqtt, "README (left) vs MqttRefusal::ALL");
     }
 
     #[test]
@@ -224,6 +264,7 @@ mod tests {
         assert!(distinct(CloseCause::ALL.iter().map(|c| c.label()).collect()));
         assert!(distinct(HelloReject::ALL.iter().map(|r| r.label()).collect()));
         assert!(distinct(HandshakeFailure::ALL.iter().map(|r| r.label()).collect()));
+        assert!(distinct(MqttRefusal::ALL.iter().map(|r| r.label()).collect()));
     }
 
     #[test]

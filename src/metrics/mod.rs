@@ -7,7 +7,7 @@
 //! lookup per connection instead of one per update.
 //!
 //! A `reason` label is never a free string: it is the label of a closed enum in
-//! `close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`]).
+//! `close_cause` ([`CloseCause`], [`HelloReject`], [`HandshakeFailure`], [`MqttRefusal`]).
 
 pub mod close_cause;
 
@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use close_cause::{CloseCause, HandshakeFailure, HelloReject};
+use close_cause::{CloseCause, HandshakeFailure, HelloReject, MqttRefusal};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
@@ -46,6 +46,12 @@ struct BytesLabels {
 struct RouteReason {
     route: String,
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteVersion {
+    route: String,
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +92,8 @@ pub struct Metrics {
     bytes: Family<BytesLabels, Counter>,
     backend_connect_failures: Family<RouteServer, Counter>,
     backend_up: Family<RouteServer, Gauge>,
+    mqtt_connects: Family<RouteVersion, Counter>,
+    mqtt_refusals: Family<RouteReason, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     certificate_expiry: Family<RouteOnly, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -154,6 +162,8 @@ impl Metrics {
             bytes: Family::default(),
             backend_connect_failures: Family::default(),
             backend_up: Family::default(),
+            mqtt_connects: Family::default(),
+            mqtt_refusals: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
             certificate_expiry: Family::default(),
@@ -196,6 +206,16 @@ impl Metrics {
             metrics.backend_connect_failures.clone(),
         );
         r.register("backend_up", "Backend server health: 1 up, 0 down", metrics.backend_up.clone());
+        r.register(
+            "mqtt_connects",
+            "CONNECTs read on mqtt routes, by route and protocol version",
+            metrics.mqtt_connects.clone(),
+        );
+        r.register(
+            "mqtt_refusals",
+            "Clients refused on mqtt routes, by route and reason",
+            metrics.mqtt_refusals.clone(),
+        );
         r.register("config_reloads", "Config loads at start and reload, by result", metrics.reloads.clone());
         r.register(
             "config_last_reload_success_timestamp_seconds",
@@ -286,6 +306,15 @@ impl Metrics {
         self.backend_up
             .get_or_create(&RouteServer { route: route.to_string(), server: server.to_string() })
             .set(i64::from(up));
+    }
+
+    /// A CONNECT of `version` (`3.1`, `3.1.1`, `5.0`) read on an `mqtt:` route.
+    pub fn mqtt_connect(&self, route: &str, version: &'static str) {
+        self.mqtt_connects.get_or_create(&RouteVersion { route: route.to_string(), version }).inc();
+    }
+
+    pub fn mqtt_refused(&self, route: &str, reason: MqttRefusal) {
+        self.mqtt_refusals.get_or_create(&RouteReason { route: route.to_string(), reason: reason.label() }).inc();
     }
 
     /// A config load at start or reload; success also stamps the last-success time.

@@ -6,19 +6,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
-use crate::metrics::close_cause::{CloseCause, HandshakeFailure};
+use crate::metrics::close_cause::{CloseCause, HandshakeFailure, MqttRefusal};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::proxy::backend::{self, ProxyProtocol};
 use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};
 use crate::proxy::limits::Limits;
+use crate::proxy::mqtt::connect::Connect;
+use crate::proxy::mqtt_admission::{self, ConnectFailure};
 use crate::proxy::prefixed::Prefixed;
 use crate::proxy::proxy_header::{self, Meta, Ssl};
 use crate::proxy::relay::{self, Transferred};
@@ -62,6 +64,8 @@ struct Record {
     session: Option<Box<Session>>,
     /// A passthrough or tcp route picked for an offered ALPN protocol: that protocol.
     routed_alpn: Option<Box<[u8]>>,
+    /// An `mqtt:` route's CONNECT, once read. Boxed for the same reason as `session`.
+    mqtt: Option<Box<Connect>>,
     transferred: Transferred,
 }
 
@@ -111,6 +115,7 @@ pub fn handle(
         };
         count(&context.metrics, &record, &close);
         let session = record.session.as_deref();
+        let mqtt = record.mqtt.as_deref();
         tracing::info!(
             target: ACCESS_LOG_TARGET,
             cause = close.cause.label(),
@@ -120,6 +125,11 @@ pub fn handle(
             client_serial = session.and_then(|s| s.client_serial.as_deref()),
             tls_version = session.map(|s| s.version),
             alpn = session.and_then(|s| s.alpn.as_deref()).or(record.routed_alpn.as_deref()).map(String::from_utf8_lossy).as_deref(),
+            mqtt_client_id = mqtt.map(|c| c.client_id.as_str()),
+            mqtt_username = mqtt.and_then(|c| c.username.as_deref()),
+            mqtt_version = mqtt.map(|c| c.version.as_str()),
+            mqtt_keepalive_s = mqtt.map(|c| c.keepalive_secs),
+            mqtt_clean_start = mqtt.map(|c| c.clean_start),
             bytes_in = record.transferred.client_to_backend,
             bytes_out = record.transferred.backend_to_client,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -315,6 +325,82 @@ async fn connect_backend<'r>(
     })
 }
 
+/// Connects the backend; on an `mqtt:` route that none could take, the client reads the
+/// server-unavailable CONNACK first.
+async fn connect_or_refuse<'r, S: AsyncWrite + Unpin>(
+    client_stream: &mut S,
+    route: &'r Route,
+    client: SocketAddr,
+    context: &Context,
+    record: &Record,
+) -> Result<backend::Connected<'r>, Close> {
+    let close = match connect_backend(route, client, context).await {
+        Ok(connected) => return Ok(connected),
+        Err(close) => close,
+    };
+    if let (Some(connect), CloseCause::BackendUnavailable) = (record.mqtt.as_deref(), close.cause) {
+        context.metrics.mqtt_refused(&route.name, MqttRefusal::ServerUnavailable);
+        let _ = client_stream.write_all(&mqtt_admission::server_unavailable(connect)).await;
+    }
+    Err(close)
+}
+
+/// On an `mqtt:` route, reads the CONNECT (after `received`) and returns the bytes to forward; on
+/// other routes, `received` as it is. A refused client gets its CONNACK, if it has one.
+async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    received: Vec<u8>,
+    route: &Route,
+    context: &Context,
+    record: &mut Record,
+) -> Result<Vec<u8>, Close> {
+    let Some(settings) = &route.mqtt else {
+        return Ok(received);
+    };
+    match mqtt_admission::read_connect(stream, received, settings).await {
+        Ok(read) => {
+            context.metrics.mqtt_connect(&route.name, read.connect.version.as_str());
+            record.mqtt = Some(Box::new(read.connect));
+            Ok(read.bytes)
+        }
+        Err(ConnectFailure::Refused { reason, error, connack }) => {
+            context.metrics.mqtt_refused(&route.name, reason);
+            if !connack.is_empty() {
+                let _ = stream.write_all(&connack).await;
+            }
+            Err(Close::because(reason.cause(), error))
+        }
+        Err(error @ ConnectFailure::ClientClosed) => Err(Close::because(CloseCause::ClientClosed, error)),
+        Err(error @ ConnectFailure::Io(_)) => Err(Close::because(CloseCause::ClientIo, error)),
+    }
+}
+
+/// After the handshake: the session's facts, then (on an `mqtt:` route) the CONNECT to forward.
+/// A client refused here is closed with close_notify.
+async fn open_session(
+    tls_stream: &mut tokio_rustls::server::TlsStream<Prefixed<TcpStream>>,
+    route: &Route,
+    route_tls: &tls::RouteTls,
+    context: &Context,
+    record: &mut Record,
+) -> Result<(Session, Vec<u8>), Close> {
+    let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
+        Ok(session) => session,
+        Err(error) => {
+            let _ = tls_stream.shutdown().await;
+            return Err(Close::because(CloseCause::BadClientIdentity, error));
+        }
+    };
+    match mqtt_connect(tls_stream, Vec::new(), route, context, record).await {
+        Ok(connect_bytes) => Ok((session, connect_bytes)),
+        Err(close) => {
+            record.session = Some(Box::new(session));
+            let _ = tls_stream.shutdown().await;
+            Err(close)
+        }
+    }
+}
+
 /// Registers the session for targeted closing (backend down, revocation, drain) and returns the
 /// token its relay stops on.
 fn register(
@@ -339,9 +425,18 @@ fn register(
 fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Close> + Send + 'a {
     let Conn { stream, received, client, local, route, context, record } = conn;
     async move {
+        let mut stream = stream;
+        // Boxed: the CONNECT's reads take no room in the session's future.
+        let received = match route.mqtt {
+            None => received,
+            Some(_) => match Box::pin(mqtt_connect(&mut stream, received, route, context, record)).await {
+                Ok(received) => received,
+                Err(close) => return close,
+            },
+        };
         // Taken apart so that only the session count's guard stays for the session's life.
         let backend::Connected { stream: backend_stream, server, index, load: _load } =
-            match connect_backend(route, client, context).await {
+            match connect_or_refuse(&mut stream, route, client, context, record).await {
                 Ok(connected) => connected,
                 Err(close) => return close,
             };
@@ -413,15 +508,13 @@ fn terminate<'a>(
         if let Some(route_metrics) = &record.route {
             route_metrics.handshake(started.elapsed());
         }
-        let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
-            Ok(session) => session,
-            Err(error) => {
-                let _ = tls_stream.shutdown().await;
-                return Close::because(CloseCause::BadClientIdentity, error);
-            }
-        };
+        let (session, connect_bytes) =
+            match Box::pin(open_session(&mut tls_stream, route, route_tls, context, record)).await {
+                Ok(opened) => opened,
+                Err(close) => return close,
+            };
         let backend::Connected { stream: mut backend_stream, server, index, load: _load } =
-            match connect_backend(route, client, context).await {
+            match connect_or_refuse(&mut *tls_stream, route, client, context, record).await {
                 Ok(connected) => connected,
                 Err(close) => {
                     record.session = Some(Box::new(session));
@@ -431,13 +524,14 @@ fn terminate<'a>(
             };
         record.backend = Some(server);
         let (registration, stop) = register(route, index, Some(&session), context);
-        let header = terminate_header(route, route_tls, client, local, &hello, &session);
+        let replayed_bytes = connect_bytes.len() as u64;
+        let first_write = terminate_header(route, route_tls, client, local, &hello, &session, connect_bytes);
         drop(hello);
         record.session = Some(Box::new(session));
-        match header {
-            Ok(header) if header.is_empty() => {}
-            Ok(header) => {
-                if let Err(error) = backend_stream.write_all(&header).await {
+        match first_write {
+            Ok(first_write) if first_write.is_empty() => {}
+            Ok(first_write) => {
+                if let Err(error) = backend_stream.write_all(&first_write).await {
                     let _ = tls_stream.shutdown().await;
                     return Close::because(CloseCause::BackendError, error);
                 }
@@ -449,6 +543,7 @@ fn terminate<'a>(
         }
         let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
         record.transferred = transferred;
+        record.transferred.client_to_backend += replayed_bytes;
         end_to_close(end, &registration)
     }
 }
@@ -479,7 +574,8 @@ fn tls_config(route: &Route, route_tls: &tls::RouteTls, hello: &Hello) -> Arc<ru
     route_tls.server_config_for(route.matched_alpn(&hello.alpn)).clone()
 }
 
-/// A terminated connection's PROXY header, with the SSL TLV.
+/// A terminated connection's first write to the backend: the PROXY header, with the SSL TLV,
+/// then `first_bytes` (an `mqtt:` route's CONNECT).
 fn terminate_header(
     route: &Route,
     route_tls: &tls::RouteTls,
@@ -487,6 +583,7 @@ fn terminate_header(
     local: SocketAddr,
     hello: &Hello,
     session: &Session,
+    first_bytes: Vec<u8>,
 ) -> Result<Vec<u8>, Close> {
     let meta = Meta {
         source: Some(client),
@@ -503,7 +600,9 @@ fn terminate_header(
             key_alg: &route_tls.cert_key_alg,
         }),
     };
-    header(route.backend.proxy_protocol, &meta)
+    let mut first_write = header(route.backend.proxy_protocol, &meta)?;
+    first_write.extend_from_slice(&first_bytes);
+    Ok(first_write)
 }
 
 /// The route's PROXY header for this connection (empty when the route sends none).

@@ -10,6 +10,7 @@ pub mod inbound;
 pub(crate) mod ip_limit;
 pub(crate) mod limits;
 pub mod mqtt;
+pub(crate) mod mqtt_admission;
 pub(crate) mod passive_health;
 pub(crate) mod pem_files;
 pub(crate) mod prefixed;

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::proxy::backend::Backend;
+use crate::proxy::mqtt_admission::MqttSettings;
 use crate::proxy::tls::RouteTls;
 
 /// What a route does with the client's bytes.
@@ -33,6 +34,8 @@ pub struct Route {
     pub mode: Mode,
     /// Present exactly when `mode` is terminate.
     pub tls: Option<RouteTls>,
+    /// `routes[].mqtt`: the first packet is read as a CONNECT before the backend is connected.
+    pub mqtt: Option<MqttSettings>,
     pub backend: Backend,
 }
 

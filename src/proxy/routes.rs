@@ -211,6 +211,7 @@ mod tests {
             alpn: Vec::new(),
             mode: Mode::Tcp,
             tls: None,
+            mqtt: None,
             backend: Backend {
                 servers: vec!["127.0.0.1:1".into()],
                 primaries: 1,

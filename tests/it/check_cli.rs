@@ -588,3 +588,21 @@ fn check_accepts_backups_and_balances_and_refuses_bad_backup_addresses_where_wri
     assert!(err.contains(&format!("{}:7:51:", config.display())), "at the duplicate:\n{err}");
     assert!(err.contains("also in `servers`"), "{err}");
 }
+
+#[test]
+fn check_refuses_mqtt_on_a_passthrough_route_at_its_position() {
+    let pki = Pki::new();
+    let text = r#"listen: ["127.0.0.1:0"]
+routes:
+  - name: encrypted
+    sni: ["a.test"]
+    mode: passthrough
+    mqtt: {connect_timeout: 5s}
+    backend:
+      servers: ["127.0.0.1:8883"]
+"#;
+    let config = pki.write("mqtt-passthrough.yaml", text);
+    let err = check_fails(&config);
+    assert!(err.contains("`mqtt:` on passthrough route \"encrypted\""), "{err}");
+    assert_points_at(&err, &config, line_of(text, "mqtt:"));
+}

@@ -239,6 +239,7 @@ pub struct RouteYaml {
     sni: Vec<String>,
     alpn: Vec<String>,
     tls: Vec<String>,
+    mqtt: Option<String>,
     servers: Vec<String>,
     backend: Vec<String>,
 }
@@ -252,6 +253,7 @@ impl RouteYaml {
             sni: Vec::new(),
             alpn: Vec::new(),
             tls: Vec::new(),
+            mqtt: None,
             servers: Vec::new(),
             backend: vec!["proxy_protocol: v2".into(), "connect_timeout: 2s".into()],
         }
@@ -298,6 +300,12 @@ impl RouteYaml {
         self
     }
 
+    /// The route's `mqtt:` block, as a flow map (`{connect_timeout: 500ms}`).
+    pub fn mqtt(mut self, block: impl Into<String>) -> RouteYaml {
+        self.mqtt = Some(block.into());
+        self
+    }
+
     /// Any other line under `backend:` (e.g. `identity: san_dns`).
     pub fn backend(mut self, line: impl Into<String>) -> RouteYaml {
         self.backend.push(line.into());
@@ -320,6 +328,9 @@ impl RouteYaml {
             for line in &self.tls {
                 out += &format!("      {line}\n");
             }
+        }
+        if let Some(block) = &self.mqtt {
+            out += &format!("    mqtt: {block}\n");
         }
         out += "    backend:\n";
         let servers: Vec<String> = self.servers.iter().map(q).collect();
