@@ -169,65 +169,72 @@ impl Metrics {
             certificate_expiry: Family::default(),
             per_route: RwLock::new(HashMap::new()),
         };
-        let r = &mut metrics.registry;
-        r.register("connections_accepted", "TCP connections accepted", metrics.accepted.clone());
+        metrics.register_connection_metrics();
+        metrics.register_backend_and_config_metrics();
+        Arc::new(metrics)
+    }
+
+    /// Accepting, routing, handshakes, closes, bytes and the MQTT CONNECT.
+    fn register_connection_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register("connections_accepted", "TCP connections accepted", self.accepted.clone());
         r.register(
             "connection_slots",
             "Connections accepted at most: max_connections, or fewer when the open-file limit cannot hold them",
-            metrics.connection_slots.clone(),
+            self.connection_slots.clone(),
         );
-        r.register("connections", "Connections routed, by route and mode", metrics.connections.clone());
-        r.register("connections_active", "Open connections, by route and mode", metrics.active.clone());
+        r.register("connections", "Connections routed, by route and mode", self.connections.clone());
+        r.register("connections_active", "Open connections, by route and mode", self.active.clone());
         r.register(
             "connections_rejected",
             "Connections closed before reaching a backend, by reason",
-            metrics.rejected.clone(),
+            self.rejected.clone(),
         );
         r.register(
             "hello_rejects",
             "ClientHellos refused (timeout, size, malformed), by reason",
-            metrics.hello_rejects.clone(),
+            self.hello_rejects.clone(),
         );
-        r.register("connection_closes", "Routed connections closed, by route and cause", metrics.closes.clone());
+        r.register("connection_closes", "Routed connections closed, by route and cause", self.closes.clone());
         r.register(
             "handshake_duration_seconds",
             "TLS handshake time on terminate routes",
-            metrics.handshake_seconds.clone(),
+            self.handshake_seconds.clone(),
         );
         r.register(
             "handshake_failures",
             "Failed TLS handshakes on terminate routes, by reason",
-            metrics.handshake_failures.clone(),
+            self.handshake_failures.clone(),
         );
-        r.register("bytes", "Bytes relayed, by route, mode and direction", metrics.bytes.clone());
-        r.register(
-            "backend_connect_failures",
-            "Failed connects to a backend server",
-            metrics.backend_connect_failures.clone(),
-        );
-        r.register("backend_up", "Backend server health: 1 up, 0 down", metrics.backend_up.clone());
+        r.register("bytes", "Bytes relayed, by route, mode and direction", self.bytes.clone());
         r.register(
             "mqtt_connects",
             "CONNECTs read on mqtt routes, by route and protocol version",
-            metrics.mqtt_connects.clone(),
+            self.mqtt_connects.clone(),
         );
+        r.register("mqtt_refusals", "Clients refused on mqtt routes, by route and reason", self.mqtt_refusals.clone());
+    }
+
+    /// Backend health and connect failures, config loads and certificate expiry.
+    fn register_backend_and_config_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register("backend_up", "Backend server health: 1 up, 0 down", self.backend_up.clone());
         r.register(
-            "mqtt_refusals",
-            "Clients refused on mqtt routes, by route and reason",
-            metrics.mqtt_refusals.clone(),
+            "backend_connect_failures",
+            "Failed connects to a backend server",
+            self.backend_connect_failures.clone(),
         );
-        r.register("config_reloads", "Config loads at start and reload, by result", metrics.reloads.clone());
+        r.register("config_reloads", "Config loads at start and reload, by result", self.reloads.clone());
         r.register(
             "config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load",
-            metrics.last_reload_success.clone(),
+            self.last_reload_success.clone(),
         );
         r.register(
             "certificate_expiry_timestamp_seconds",
             "Unix time at which a terminate route's certificate expires",
-            metrics.certificate_expiry.clone(),
+            self.certificate_expiry.clone(),
         );
-        Arc::new(metrics)
     }
 
     /// The Prometheus text exposition of every metric.
