@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::duration::parse_duration;
 use crate::proxy::backend::{Balance, HealthCheckKind, Identity, OnBackendDown, ProxyProtocol};
+use crate::proxy::mqtt_admission::{ClientIdRule, UsernameRule};
 use crate::proxy::route::Mode;
 use crate::proxy::tls_settings::{ClientAuth, TlsVersion};
 
@@ -104,6 +105,12 @@ pub struct RawMqtt {
     /// Default 8192: the most bytes a CONNECT may have, fixed header included.
     #[serde(default)]
     pub max_connect_bytes: Option<usize>,
+    /// Default `any`; `identity` / `identity_prefix` need `client_auth: required`.
+    #[serde(default)]
+    pub client_id: ClientIdRule,
+    /// Default `client`; `identity` needs `client_auth: required`.
+    #[serde(default)]
+    pub username: UsernameRule,
 }
 
 #[derive(Debug, Deserialize)]

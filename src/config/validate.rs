@@ -21,12 +21,14 @@ use crate::proxy::limits::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_HELLO_BYTES,
 };
-use crate::proxy::mqtt_admission::{MqttSettings, DEFAULT_MQTT_CONNECT_TIMEOUT, DEFAULT_MQTT_MAX_CONNECT_BYTES};
+use crate::proxy::mqtt_admission::{
+    ClientIdRule, MqttSettings, UsernameRule, DEFAULT_MQTT_CONNECT_TIMEOUT, DEFAULT_MQTT_MAX_CONNECT_BYTES,
+};
 use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};
 use crate::proxy::tls::{LoadCache, RouteTls, MAX_ALPN_PROTOCOL_BYTES};
-use crate::proxy::tls_settings::TlsSettings;
+use crate::proxy::tls_settings::{ClientAuth, TlsSettings};
 
 /// What validation collects: problems that refuse the file, and certificate problems that
 /// `check` refuses but `run` and reload only warn about.
@@ -375,7 +377,7 @@ fn build_backend(raw_route: &RawRoute, report: &Reporter, span: Span, errors: &m
     let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
     let raw = &raw_route.backend;
     let servers = check_servers(raw_route, report, span, errors);
-    if raw.balance == Balance::ClientId {
+    if raw.balance == Balance::ClientId && raw_route.mqtt.is_none() {
         errors.push(report.error(
             key_at("balance"),
             format!(
@@ -443,7 +445,10 @@ fn build_mqtt(
     let settings = MqttSettings {
         connect_timeout: raw.connect_timeout.unwrap_or(DEFAULT_MQTT_CONNECT_TIMEOUT),
         max_connect_bytes: raw.max_connect_bytes.unwrap_or(DEFAULT_MQTT_MAX_CONNECT_BYTES),
+        client_id: raw.client_id,
+        username: raw.username,
     };
+    check_identity_rules(raw_route, raw, report, span, errors);
     if settings.connect_timeout.is_zero() || settings.max_connect_bytes == 0 {
         errors.push(
             report.error(key_at("mqtt"), "mqtt connect_timeout and max_connect_bytes must be more than 0".into()),
@@ -451,6 +456,38 @@ fn build_mqtt(
         return None;
     }
     Some(settings)
+}
+
+/// `mqtt.client_id: identity|identity_prefix` and `mqtt.username: identity` read the verified
+/// client identity: only a terminate route with `client_auth: required` always has one.
+fn check_identity_rules(
+    raw_route: &RawRoute,
+    raw: &RawMqtt,
+    report: &Reporter,
+    span: Span,
+    errors: &mut Vec<ConfigError>,
+) {
+    let required = raw_route.mode == Mode::Terminate
+        && raw_route.tls.as_ref().is_some_and(|tls| tls.client_auth == ClientAuth::Required);
+    if required {
+        return;
+    }
+    let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
+    let mut refuse = |key: &str, value: &str| {
+        let message = format!(
+            "mqtt {key}: {value} on route {:?} needs a verified client certificate: use mode terminate with tls client_auth: required",
+            raw_route.name
+        );
+        errors.push(report.error(key_at(key), message));
+    };
+    match raw.client_id {
+        ClientIdRule::Any => {}
+        ClientIdRule::Identity => refuse("client_id", "identity"),
+        ClientIdRule::IdentityPrefix => refuse("client_id", "identity_prefix"),
+    }
+    if raw.username == UsernameRule::Identity {
+        refuse("username", "identity");
+    }
 }
 
 /// Checks `servers` and `backup_servers` (each `host:port`, none in both) and returns them in

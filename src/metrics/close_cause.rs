@@ -102,6 +102,8 @@ labels! {
         MqttConnectMalformed => "mqtt_connect_malformed",
         /// An `mqtt:` route's CONNECT names a protocol level the proxy does not speak.
         MqttUnsupportedVersion => "mqtt_unsupported_version",
+        /// An `mqtt:` route's CONNECT client id does not fit the verified client identity.
+        MqttClientIdRejected => "mqtt_client_id_rejected",
     }
 }
 
@@ -191,6 +193,9 @@ labels! {
         UnsupportedVersion => "unsupported_version",
         /// No backend server could be connected: CONNACK 3 (3.x) or 0x88 (MQTT 5).
         ServerUnavailable => "server_unavailable",
+        /// `mqtt.client_id: identity|identity_prefix` and the client id does not fit the verified
+        /// client identity: CONNACK 2 (3.x) or 0x85 (MQTT 5).
+        ClientIdRejected => "client_id_rejected",
     }
 }
 
@@ -203,6 +208,7 @@ impl MqttRefusal {
             MqttRefusal::ConnectMalformed => CloseCause::MqttConnectMalformed,
             MqttRefusal::UnsupportedVersion => CloseCause::MqttUnsupportedVersion,
             MqttRefusal::ServerUnavailable => CloseCause::BackendUnavailable,
+            MqttRefusal::ClientIdRejected => CloseCause::MqttClientIdRejected,
         }
     }
 }

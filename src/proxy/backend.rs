@@ -80,7 +80,8 @@ pub enum Balance {
     RoundRobin,
     /// The up server with the fewest open sessions through this proxy; ties by round robin.
     LeastConnections,
-    /// By the MQTT CONNECT client id: refused by `check` until routes carry `mqtt:`.
+    /// Rendezvous hashing of the MQTT CONNECT client id (`mqtt:` routes only); an empty one goes
+    /// round robin.
     ClientId,
     /// Rendezvous hashing of the client address over the up servers.
     ClientIp,
@@ -254,12 +255,13 @@ pub fn server_is_up(backend: &Backend, index: usize) -> bool {
 pub async fn connect<'b>(
     backend: &'b Backend,
     client: IpAddr,
+    client_id: Option<&str>,
     on_event: impl Fn(Event<'_>),
 ) -> Result<Connected<'b>, BackendError> {
     let primaries = backend.primaries;
     let passive = backend.health_check.is_none();
     let now = Instant::now();
-    let start = first_choice(backend, client, now);
+    let start = first_choice(backend, client, client_id, now);
     let order = (0..primaries).map(|offset| (start + offset) % primaries).chain(primaries..backend.servers.len());
     let mut attempts = Vec::new();
     let mut resting = Vec::new();
@@ -288,10 +290,16 @@ fn is_available(backend: &Backend, index: usize, now: Instant) -> bool {
 }
 
 /// The primary a connection tries first, by the route's `balance`.
-fn first_choice(backend: &Backend, client: IpAddr, now: Instant) -> usize {
+fn first_choice(backend: &Backend, client: IpAddr, client_id: Option<&str>, now: Instant) -> usize {
     let count = backend.primaries;
+    let candidates = || (0..count).filter(move |&index| is_available(backend, index, now));
+    let servers = move |index: usize| (index, backend.servers[index].as_str());
     match backend.balance {
-        Balance::RoundRobin | Balance::ClientId => backend.next_server.fetch_add(1, Ordering::Relaxed) % count,
+        Balance::ClientId => match client_id.filter(|id| !id.is_empty()) {
+            Some(id) => rendezvous_key(id.as_bytes(), candidates().map(servers)).unwrap_or(0),
+            None => backend.next_server.fetch_add(1, Ordering::Relaxed) % count,
+        },
+        Balance::RoundRobin => backend.next_server.fetch_add(1, Ordering::Relaxed) % count,
         Balance::LeastConnections => {
             let start = backend.next_server.fetch_add(1, Ordering::Relaxed);
             (0..count)
@@ -300,30 +308,32 @@ fn first_choice(backend: &Backend, client: IpAddr, now: Instant) -> usize {
                 .min_by_key(|&index| backend.load[index].load(Ordering::Relaxed))
                 .unwrap_or(start % count)
         }
-        Balance::ClientIp => {
-            let candidates = (0..count).filter(|&index| is_available(backend, index, now));
-            rendezvous(client, candidates.map(|index| (index, backend.servers[index].as_str()))).unwrap_or(0)
-        }
+        Balance::ClientIp => rendezvous(client, candidates().map(servers)).unwrap_or(0),
     }
 }
 
 /// Highest-random-weight choice: the candidate whose weight for `client` is highest. A client
 /// keeps its server while that server stays a candidate; when one drops out only its clients move.
 pub fn rendezvous<'s>(client: IpAddr, candidates: impl Iterator<Item = (usize, &'s str)>) -> Option<usize> {
-    candidates.max_by_key(|&(index, server)| (weight(client, server), index)).map(|(index, _)| index)
+    let octets = match client {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    rendezvous_key(&octets, candidates)
+}
+
+/// The same choice for any key: the client address's octets, or an MQTT client id's bytes.
+pub fn rendezvous_key<'s>(key: &[u8], candidates: impl Iterator<Item = (usize, &'s str)>) -> Option<usize> {
+    candidates.max_by_key(|&(index, server)| (weight(key, server), index)).map(|(index, _)| index)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 /// A stable 64-bit weight of (server, client): FNV-1a, then the splitmix64 finalizer to spread it.
-fn weight(client: IpAddr, server: &str) -> u64 {
-    let octets = match client {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    };
+fn weight(key: &[u8], server: &str) -> u64 {
     let mut hash = FNV_OFFSET;
-    for byte in server.bytes().chain(octets) {
+    for &byte in server.as_bytes().iter().chain(key) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
     }
     hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -310,6 +310,7 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
 async fn connect_backend<'r>(
     route: &'r Route,
     client: SocketAddr,
+    client_id: Option<&str>,
     context: &Context,
 ) -> Result<backend::Connected<'r>, Close> {
     let on_event = |event: backend::Event<'_>| match event {
@@ -317,7 +318,7 @@ async fn connect_backend<'r>(
         backend::Event::Down(server) => context.metrics.backend_health(&route.name, server, false),
         backend::Event::Up(server) => context.metrics.backend_health(&route.name, server, true),
     };
-    Box::pin(backend::connect(&route.backend, client.ip(), on_event)).await.map_err(|error| {
+    Box::pin(backend::connect(&route.backend, client.ip(), client_id, on_event)).await.map_err(|error| {
         if error.is_local_exhaustion() {
             return Close::because(CloseCause::LocalFdExhausted, error);
         }
@@ -334,7 +335,8 @@ async fn connect_or_refuse<'r, S: AsyncWrite + Unpin>(
     context: &Context,
     record: &Record,
 ) -> Result<backend::Connected<'r>, Close> {
-    let close = match connect_backend(route, client, context).await {
+    let client_id = record.mqtt.as_deref().map(|connect| connect.client_id.as_str());
+    let close = match connect_backend(route, client, client_id, context).await {
         Ok(connected) => return Ok(connected),
         Err(close) => close,
     };
@@ -353,11 +355,13 @@ async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
     route: &Route,
     context: &Context,
     record: &mut Record,
+    identity: Option<&str>,
 ) -> Result<Vec<u8>, Close> {
     let Some(settings) = &route.mqtt else {
         return Ok(received);
     };
-    match mqtt_admission::read_connect(stream, received, settings).await {
+    let read = mqtt_admission::read_connect(stream, received, settings).await;
+    match read.and_then(|read| mqtt_admission::admit(read, settings, identity)) {
         Ok(read) => {
             context.metrics.mqtt_connect(&route.name, read.connect.version.as_str());
             record.mqtt = Some(Box::new(read.connect));
@@ -372,6 +376,7 @@ async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
         }
         Err(error @ ConnectFailure::ClientClosed) => Err(Close::because(CloseCause::ClientClosed, error)),
         Err(error @ ConnectFailure::Io(_)) => Err(Close::because(CloseCause::ClientIo, error)),
+        Err(error @ ConnectFailure::Identity(_)) => Err(Close::because(CloseCause::BadClientIdentity, error)),
     }
 }
 
@@ -391,7 +396,8 @@ async fn open_session(
             return Err(Close::because(CloseCause::BadClientIdentity, error));
         }
     };
-    match mqtt_connect(tls_stream, Vec::new(), route, context, record).await {
+    let identity = session.client_identity.as_deref();
+    match mqtt_connect(tls_stream, Vec::new(), route, context, record, identity).await {
         Ok(connect_bytes) => Ok((session, connect_bytes)),
         Err(close) => {
             record.session = Some(Box::new(session));
@@ -429,7 +435,7 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
         // Boxed: the CONNECT's reads take no room in the session's future.
         let received = match route.mqtt {
             None => received,
-            Some(_) => match Box::pin(mqtt_connect(&mut stream, received, route, context, record)).await {
+            Some(_) => match Box::pin(mqtt_connect(&mut stream, received, route, context, record, None)).await {
                 Ok(received) => received,
                 Err(close) => return close,
             },

@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::metrics::close_cause::MqttRefusal;
 use crate::proxy::mqtt::connack::{self, Refusal};
 use crate::proxy::mqtt::connect::{self, Connect, ConnectError, Progress};
+use crate::proxy::mqtt::rewrite;
 
 /// `mqtt.connect_timeout` default: generous for a device on a slow link, short enough that a
 /// silent connection does not hold its slot for long.
@@ -26,6 +28,39 @@ const READ_CHUNK_BYTES: usize = 2048;
 pub struct MqttSettings {
     pub connect_timeout: Duration,
     pub max_connect_bytes: usize,
+    pub client_id: ClientIdRule,
+    pub username: UsernameRule,
+}
+
+/// `mqtt.client_id`: how the CONNECT's client id must relate to the verified client identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdRule {
+    /// Any client id.
+    #[default]
+    Any,
+    /// Equal to the identity.
+    Identity,
+    /// Starting with the identity.
+    IdentityPrefix,
+}
+
+/// `mqtt.username`: the username the broker gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernameRule {
+    /// The client's, as sent.
+    #[default]
+    Client,
+    /// The verified client identity, in place of the client's.
+    Identity,
+}
+
+impl MqttSettings {
+    /// Whether the route's rules read the verified client identity.
+    pub fn needs_identity(&self) -> bool {
+        self.client_id != ClientIdRule::Any || self.username == UsernameRule::Identity
+    }
 }
 
 /// A CONNECT read whole: what it says, and the bytes to forward (it, then any pipelined ones).
@@ -45,6 +80,9 @@ pub enum ConnectFailure {
     ClientClosed,
     #[error("reading the CONNECT: {0}")]
     Io(std::io::Error),
+    /// The identity the route's rules need is missing or cannot be a username.
+    #[error("client identity for the CONNECT: {0}")]
+    Identity(String),
 }
 
 /// Reads until `received` plus what follows holds a whole CONNECT.
@@ -92,6 +130,43 @@ fn refused(error: &ConnectError) -> ConnectFailure {
     ConnectFailure::Refused { reason, error: error.to_string(), connack }
 }
 
+/// Applies the route's `client_id` and `username` rules to a read CONNECT, with `identity` the
+/// session's verified client identity: a client id that does not fit it is refused with
+/// "identifier rejected"; `username: identity` rewrites the CONNECT (what follows it is kept).
+pub fn admit(
+    read: ConnectRead,
+    settings: &MqttSettings,
+    identity: Option<&str>,
+) -> Result<ConnectRead, ConnectFailure> {
+    if !settings.needs_identity() {
+        return Ok(read);
+    }
+    let Some(identity) = identity else {
+        return Err(ConnectFailure::Identity("the route's mqtt rules need a verified client certificate".into()));
+    };
+    let fits = match settings.client_id {
+        ClientIdRule::Any => true,
+        ClientIdRule::Identity => read.connect.client_id == identity,
+        ClientIdRule::IdentityPrefix => read.connect.client_id.starts_with(identity),
+    };
+    if !fits {
+        return Err(ConnectFailure::Refused {
+            reason: MqttRefusal::ClientIdRejected,
+            error: format!("client id {:?} does not fit the client identity {identity:?}", read.connect.client_id),
+            connack: connack::refusal(read.connect.version, Refusal::IdentifierRejected),
+        });
+    }
+    if settings.username != UsernameRule::Identity {
+        return Ok(read);
+    }
+    let ConnectRead { mut connect, bytes } = read;
+    let mut rewritten = rewrite::with_username(&bytes, &connect, identity)
+        .map_err(|error| ConnectFailure::Identity(error.to_string()))?;
+    rewritten.extend_from_slice(&bytes[connect.len..]);
+    connect.username = Some(identity.to_owned());
+    Ok(ConnectRead { connect, bytes: rewritten })
+}
+
 /// The CONNACK refusing a read CONNECT because no backend server could be connected.
 pub fn server_unavailable(connect: &Connect) -> Vec<u8> {
     connack::refusal(connect.version, Refusal::ServerUnavailable)
@@ -101,7 +176,12 @@ pub fn server_unavailable(connect: &Connect) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const SETTINGS: MqttSettings = MqttSettings { connect_timeout: Duration::from_secs(5), max_connect_bytes: 64 };
+    const SETTINGS: MqttSettings = MqttSettings {
+        connect_timeout: Duration::from_secs(5),
+        max_connect_bytes: 64,
+        client_id: ClientIdRule::Any,
+        username: UsernameRule::Client,
+    };
     /// A 3.1.1 CONNECT, client id "a", keepalive 60, clean session, then a PINGREQ.
     const CONNECT_AND_PING: [u8; 17] = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'a', 0xc0, 0x00];
 
@@ -135,5 +215,32 @@ mod tests {
         let (_client, mut server) = tokio::io::duplex(64);
         let failure = read_connect(&mut server, CONNECT_AND_PING[..5].to_vec(), &SETTINGS).await.unwrap_err();
         assert!(matches!(failure, ConnectFailure::Refused { reason: MqttRefusal::ConnectTimeout, .. }), "{failure:?}");
+    }
+
+    fn read_of(bytes: &[u8]) -> ConnectRead {
+        let Ok(Progress::Complete(connect)) = connect::parse(bytes, 64) else { panic!("not a CONNECT") };
+        ConnectRead { connect, bytes: bytes.to_vec() }
+    }
+
+    #[test]
+    fn client_id_rules_against_the_identity() {
+        let rule = |client_id| MqttSettings { client_id, ..SETTINGS };
+        assert!(admit(read_of(&CONNECT_AND_PING), &rule(ClientIdRule::Identity), Some("a")).is_ok());
+        assert!(admit(read_of(&CONNECT_AND_PING), &rule(ClientIdRule::IdentityPrefix), Some("")).is_ok());
+        let failure = admit(read_of(&CONNECT_AND_PING), &rule(ClientIdRule::Identity), Some("b")).unwrap_err();
+        let ConnectFailure::Refused { reason, connack, .. } = failure else { panic!("{failure:?}") };
+        assert_eq!((reason, connack), (MqttRefusal::ClientIdRejected, vec![0x20, 0x02, 0x00, 0x02]));
+        let failure = admit(read_of(&CONNECT_AND_PING), &rule(ClientIdRule::Identity), None).unwrap_err();
+        assert!(matches!(failure, ConnectFailure::Identity(_)), "{failure:?}");
+    }
+
+    #[test]
+    fn username_identity_rewrites_the_connect_and_keeps_what_follows() {
+        let settings = MqttSettings { username: UsernameRule::Identity, ..SETTINGS };
+        let admitted = admit(read_of(&CONNECT_AND_PING), &settings, Some("dev")).unwrap();
+        assert_eq!(admitted.connect.username.as_deref(), Some("dev"));
+        let Ok(Progress::Complete(reparsed)) = connect::parse(&admitted.bytes, 64) else { panic!("not a CONNECT") };
+        assert_eq!((reparsed.username.as_deref(), reparsed.client_id.as_str()), (Some("dev"), "a"));
+        assert_eq!(admitted.bytes[reparsed.len..], [0xc0, 0x00]);
     }
 }

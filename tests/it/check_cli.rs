@@ -606,3 +606,72 @@ routes:
     assert!(err.contains("`mqtt:` on passthrough route \"encrypted\""), "{err}");
     assert_points_at(&err, &config, line_of(text, "mqtt:"));
 }
+
+#[test]
+fn check_refuses_identity_mqtt_rules_without_required_client_auth_at_their_keys() {
+    let f = files();
+    let server = f.ca.server_cert("mq", &["mq.test"]);
+    let text = format!(
+        r#"listen: ["127.0.0.1:0"]
+routes:
+  - name: optional
+    sni: ["mq.test"]
+    mode: terminate
+    tls: {{cert: "{cert}", key: "{key}", client_auth: optional, client_ca: "{ca}"}}
+    mqtt:
+      client_id: identity_prefix
+      username: identity
+    backend:
+      servers: ["127.0.0.1:1883"]
+  - name: plain
+    mode: tcp
+    mqtt:
+      connect_timeout: 5s
+      client_id: identity
+    backend:
+      servers: ["127.0.0.1:1883"]
+"#,
+        cert = server.cert_path.display(),
+        key = server.key_path.display(),
+        ca = f.ca.cert_path.display(),
+    );
+    let config = f.pki.write("mqtt-identity.yaml", &text);
+    let err = check_fails(&config);
+    assert!(err.contains("mqtt client_id: identity_prefix on route \"optional\""), "{err}");
+    assert!(err.contains("mqtt username: identity on route \"optional\""), "{err}");
+    assert!(err.contains("mqtt client_id: identity on route \"plain\""), "{err}");
+    assert!(err.contains("client_auth: required"), "{err}");
+    assert_points_at(&err, &config, line_of(&text, "client_id: identity_prefix"));
+    assert_points_at(&err, &config, line_of(&text, "username: identity"));
+    let plain_line = text.lines().position(|l| l.trim() == "client_id: identity").expect("plain rule") + 1;
+    assert_points_at(&err, &config, plain_line);
+}
+
+#[test]
+fn check_accepts_identity_mqtt_rules_and_client_id_balance_on_mqtt_routes() {
+    let f = files();
+    let server = f.ca.server_cert("mq", &["mq.test"]);
+    let text = format!(
+        r#"listen: ["127.0.0.1:0"]
+routes:
+  - name: devices
+    sni: ["mq.test"]
+    mode: terminate
+    tls: {{cert: "{cert}", key: "{key}", client_auth: required, client_ca: "{ca}"}}
+    mqtt: {{client_id: identity, username: identity}}
+    backend:
+      servers: ["127.0.0.1:1883", "127.0.0.1:1884"]
+      balance: client_id
+  - name: plain
+    mode: tcp
+    mqtt: {{}}
+    backend: {{servers: ["127.0.0.1:1883"], balance: client_id}}
+"#,
+        cert = server.cert_path.display(),
+        key = server.key_path.display(),
+        ca = f.ca.cert_path.display(),
+    );
+    let config = f.pki.write("mqtt-identity-good.yaml", &text);
+    let output = check(&config);
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{}", stderr(&output));
+}
