@@ -22,6 +22,7 @@ mod inbound_proxy;
 mod layout_docs;
 mod lifecycle;
 mod limits;
+mod mqtt_identity;
 mod mqtt_routes;
 mod operations_drain;
 mod operations_health;

@@ -12,7 +12,7 @@ use crate::support::*;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+pub(crate) const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// MQTT PINGREQ, pipelined after a CONNECT.
 const PINGREQ: [u8; 2] = [0xc0, 0x00];
 /// CONNECT flags: clean session / clean start.
@@ -21,7 +21,7 @@ const CLEAN: u8 = 0x02;
 const USERNAME: u8 = 0x80;
 
 /// A CONNECT of protocol `level` (4: 3.1.1, 5: 5.0) with keepalive 30 s and clean start.
-fn connect(level: u8, client_id: &str, username: Option<&str>) -> Vec<u8> {
+pub(crate) fn connect(level: u8, client_id: &str, username: Option<&str>) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, CLEAN | username.map_or(0, |_| USERNAME), 0, 30];
     if level == 5 {
         body.push(0); // no properties
@@ -36,9 +36,9 @@ fn connect(level: u8, client_id: &str, username: Option<&str>) -> Vec<u8> {
 }
 
 /// The broker, killed when dropped, and its config's folder, removed then.
-struct KillOnDrop {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+pub(crate) struct KillOnDrop {
+    pub(crate) child: std::process::Child,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Drop for KillOnDrop {
@@ -70,17 +70,17 @@ async fn start_mosquitto() -> Option<(KillOnDrop, std::net::SocketAddr)> {
 }
 
 /// Sends `packet`, reads the CONNACK's first four bytes: type, length, flags, code.
-async fn connack<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, packet: &[u8]) -> Vec<u8> {
+pub(crate) async fn connack<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, packet: &[u8]) -> Vec<u8> {
     stream.write_all(packet).await.unwrap();
     read_n(stream, 4).await
 }
 
-fn counted(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn counted(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(&parse_exposition(&proxy.metrics.encode()), name, labels).unwrap_or(0.0)
 }
 
 /// Waits until `route` has a close of `cause` counted.
-async fn close_counted(proxy: &RunningProxy, route: &str, cause: &str) {
+pub(crate) async fn close_counted(proxy: &RunningProxy, route: &str, cause: &str) {
     eventually(WAIT, &format!("a {cause} close on {route}"), || async {
         match counted(proxy, "snigate_connection_closes_total", &[("route", route), ("reason", cause)]) {
             n if n >= 1.0 => Ok(()),
