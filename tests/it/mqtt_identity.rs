@@ -209,3 +209,64 @@ async fn username_identity_makes_mosquitto_2_apply_the_cn_acl() {
     let logged = text.lines().filter(|line| line.contains(&format!("u'{CN}'"))).count();
     assert!(logged >= 2 && !text.contains("someone-else"), "the CN as username in both CONNECTs:\n{text}");
 }
+
+/// A backend server that answers each connection with its own number, then reads to the end.
+async fn numbered_server(number: u8) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.write_all(&[number]).await;
+                let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The number of the server a CONNECT with `client_id` reaches.
+async fn lands_on(proxy: std::net::SocketAddr, client_id: &str) -> u8 {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client.write_all(&connect(4, client_id, None)).await.unwrap();
+    read_n(&mut client, 1).await[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_balance_keeps_each_client_id_on_one_server_and_only_a_stopped_servers_move() {
+    let mut servers = Vec::new();
+    for number in 0..3 {
+        servers.push(numbered_server(number).await);
+    }
+    let mut route = RouteYaml::new("mq", "tcp").mqtt("{}").proxy("none").backend("balance: client_id");
+    for (addr, _) in &servers {
+        route = route.server(addr);
+    }
+    let proxy = start_proxy(&config_v4("mq", &[route])).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("device-{i}")).collect();
+
+    let mut first = Vec::new();
+    for id in &ids {
+        first.push(lands_on(proxy.addr(0), id).await);
+    }
+    for _ in 0..9 {
+        for (id, &server) in ids.iter().zip(&first) {
+            assert_eq!(lands_on(proxy.addr(0), id).await, server, "{id} reconnects to the same server");
+        }
+    }
+    let per_server: Vec<usize> = (0..3).map(|n| first.iter().filter(|&&s| s == n).count()).collect();
+    assert!(per_server.iter().all(|&n| n >= 10), "client ids spread over the servers: {per_server:?}");
+
+    let (_, stopped) = servers.remove(1);
+    stopped.abort();
+    let _ = stopped.await;
+    for (id, &server) in ids.iter().zip(&first) {
+        let now = lands_on(proxy.addr(0), id).await;
+        if server == 1 {
+            assert_ne!(now, 1, "{id} moves off the stopped server");
+        } else {
+            assert_eq!(now, server, "{id} was not on the stopped server and stays");
+        }
+    }
+    proxy.shutdown().await;
+}
