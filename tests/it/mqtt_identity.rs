@@ -256,6 +256,13 @@ async fn client_id_balance_keeps_each_client_id_on_one_server_and_only_a_stopped
     }
     let per_server: Vec<usize> = (0..3).map(|n| first.iter().filter(|&&s| s == n).count()).collect();
     assert!(per_server.iter().all(|&n| n >= 10), "client ids spread over the servers: {per_server:?}");
+    // An empty client id has nothing to hash: round robin.
+    let mut empty = Vec::new();
+    for _ in 0..3 {
+        empty.push(lands_on(proxy.addr(0), "").await);
+    }
+    empty.sort();
+    assert_eq!(empty, [0, 1, 2], "three empty client ids in a row reach the three servers");
 
     let (_, stopped) = servers.remove(1);
     stopped.abort();
