@@ -2,7 +2,6 @@
 //! closes, with the field set the README documents (checked here as substrings, without a JSON
 //! crate: the names and values are what operators' log pipelines key on).
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::tls::{simple_client, tls_connect};
@@ -26,13 +25,7 @@ async fn json_access_log_line_has_the_documented_fields() {
     let config =
         pki.write("routes.yaml", &config_with_limits(&[&format!("127.0.0.1:{port}")], "reject", TEST_LIMITS, &[route]));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start snigate");
+    let mut child = spawn_with_json_log(&config);
     let proxy = format!("127.0.0.1:{port}").parse().unwrap();
     let mut connected = None;
     for _ in 0..100 {

@@ -2,7 +2,6 @@
 //! the ClientHello offers, for terminate and passthrough; the matched protocol is what the
 //! handshake negotiates, what the ALPN TLV carries and what the access log says.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::tls::{server_config, tls_connect};
@@ -111,13 +110,7 @@ async fn access_log_alpn_is_the_matched_protocol_on_passthrough() {
     let route = RouteYaml::new("iot-mqtt", "passthrough").sni(&[NAME]).alpn(&["mqtt"]).server(backend.addr);
     let listen = format!("127.0.0.1:{port}");
     let config = pki.write("routes.yaml", &config_yaml(&[&listen], "reject", &[route]));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start snigate");
+    let mut child = spawn_with_json_log(&config);
     let proxy = listen.parse().unwrap();
     let mut served = false;
     for _ in 0..100 {

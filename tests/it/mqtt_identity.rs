@@ -4,8 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::mqtt_routes::{close_counted, connack, connect, counted, KillOnDrop, MOSQUITTO};
-use crate::support::ops::*;
+use crate::mqtt_routes::{close_counted, connack, connect, count_reaches, KillOnDrop, MOSQUITTO};
 use crate::support::tls::{client_config, tls_connect, ClientOpts};
 use crate::support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,13 +45,7 @@ async fn a_client_id_other_than_the_cn_reads_identifier_rejected_and_no_backend_
 
     close_counted(&proxy, "mq", "mqtt_client_id_rejected").await;
     let refused = [("route", "mq"), ("reason", "client_id_rejected")];
-    eventually(WAIT, "two client id refusals", || async {
-        match counted(&proxy, "snigate_mqtt_refusals_total", &refused) {
-            2.0 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    count_reaches(&proxy, "snigate_mqtt_refusals_total", &refused, 2.0, "two client id refusals").await;
     backend.assert_untouched(Duration::from_millis(100)).await;
     proxy.shutdown().await;
 }

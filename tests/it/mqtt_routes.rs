@@ -79,6 +79,17 @@ pub(crate) fn counted(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)])
     metric(&parse_exposition(&proxy.metrics.encode()), name, labels).unwrap_or(0.0)
 }
 
+/// Waits until the counter `name` with `labels` reads exactly `want`.
+pub(crate) async fn count_reaches(proxy: &RunningProxy, name: &str, labels: &[(&str, &str)], want: f64, what: &str) {
+    eventually(WAIT, what, || async {
+        match counted(proxy, name, labels) {
+            n if n == want => Ok(()),
+            n => Err(format!("{name} is {n}")),
+        }
+    })
+    .await;
+}
+
 /// Waits until `route` has a close of `cause` counted.
 pub(crate) async fn close_counted(proxy: &RunningProxy, route: &str, cause: &str) {
     eventually(WAIT, &format!("a {cause} close on {route}"), || async {
@@ -162,13 +173,7 @@ async fn all_backends_down_mqtt_clients_read_server_unavailable_before_eof() {
 
     close_counted(&proxy, "mq-tls", "backend_unavailable").await;
     let refused = [("route", "mq-tcp"), ("reason", "server_unavailable")];
-    eventually(WAIT, "two refusals on mq-tcp", || async {
-        match counted(&proxy, "snigate_mqtt_refusals_total", &refused) {
-            2.0 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    count_reaches(&proxy, "snigate_mqtt_refusals_total", &refused, 2.0, "two refusals on mq-tcp").await;
     proxy.shutdown().await;
 }
 
@@ -190,13 +195,7 @@ async fn a_first_packet_that_is_not_a_valid_connect_is_refused_without_a_backend
 
     close_counted(&proxy, "mq", "mqtt_connect_malformed").await;
     let refused = [("route", "mq"), ("reason", "connect_malformed")];
-    eventually(WAIT, "two malformed refusals", || async {
-        match counted(&proxy, "snigate_mqtt_refusals_total", &refused) {
-            2.0 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    })
-    .await;
+    count_reaches(&proxy, "snigate_mqtt_refusals_total", &refused, 2.0, "two malformed refusals").await;
     backend.assert_untouched(Duration::from_millis(100)).await;
     proxy.shutdown().await;
 }
@@ -233,13 +232,7 @@ async fn json_access_log_has_the_connect_fields_and_never_the_password() {
     let port = closed_port().await.port();
     let route = RouteYaml::new("mq", "tcp").mqtt("{}").server(backend.addr);
     let config = pki.write("routes.yaml", &config_yaml(&[&format!("127.0.0.1:{port}")], "mq", &[route]));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start snigate");
+    let mut child = spawn_with_json_log(&config);
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut client = within("snigate to listen", async {
         loop {

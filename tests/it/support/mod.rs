@@ -362,6 +362,17 @@ pub fn config_v4(default: &str, routes: &[RouteYaml]) -> String {
     config_yaml(&["127.0.0.1:0"], default, routes)
 }
 
+/// Starts the real `snigate run --config CONFIG --log-format json` at `info`, its log piped.
+pub fn spawn_with_json_log(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start snigate")
+}
+
 /// Sends SIGTERM to a `snigate run` child, waits (bounded) for it to exit, asserts it exited 0,
 /// and returns everything it wrote to stderr (its log).
 pub async fn terminate_and_read_log(child: &mut std::process::Child) -> String {
