@@ -19,6 +19,7 @@ use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};
 use crate::proxy::limits::Limits;
+use crate::proxy::linger;
 use crate::proxy::mqtt::connect::Connect;
 use crate::proxy::mqtt_admission::{self, ConnectFailure};
 use crate::proxy::prefixed::Prefixed;
@@ -327,8 +328,8 @@ async fn connect_backend<'r>(
 }
 
 /// Connects the backend; on an `mqtt:` route that none could take, the client reads the
-/// server-unavailable CONNACK first.
-async fn connect_or_refuse<'r, S: AsyncWrite + Unpin>(
+/// server-unavailable CONNACK first, and the connection is half-closed and drained (`linger`).
+async fn connect_or_refuse<'r, S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
     client_stream: &mut S,
     route: &'r Route,
     client: SocketAddr,
@@ -343,12 +344,14 @@ async fn connect_or_refuse<'r, S: AsyncWrite + Unpin>(
     if let (Some(connect), CloseCause::BackendUnavailable) = (record.mqtt.as_deref(), close.cause) {
         context.metrics.mqtt_refused(&route.name, MqttRefusal::ServerUnavailable);
         let _ = client_stream.write_all(&mqtt_admission::server_unavailable(connect)).await;
+        linger::close_after_refusal(client_stream).await;
     }
     Err(close)
 }
 
 /// On an `mqtt:` route, reads the CONNECT (after `received`) and returns the bytes to forward; on
-/// other routes, `received` as it is. A refused client gets its CONNACK, if it has one.
+/// other routes, `received` as it is. A refused client gets its CONNACK, if it has one, before a
+/// lingering close.
 async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     received: Vec<u8>,
@@ -371,6 +374,7 @@ async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
             context.metrics.mqtt_refused(&route.name, reason);
             if !connack.is_empty() {
                 let _ = stream.write_all(&connack).await;
+                linger::close_after_refusal(stream).await;
             }
             Err(Close::because(reason.cause(), error))
         }

@@ -9,6 +9,7 @@ pub mod hello;
 pub mod inbound;
 pub(crate) mod ip_limit;
 pub(crate) mod limits;
+pub(crate) mod linger;
 pub mod mqtt;
 pub(crate) mod mqtt_admission;
 pub(crate) mod passive_health;

@@ -23,6 +23,7 @@ mod layout_docs;
 mod lifecycle;
 mod limits;
 mod mqtt_identity;
+mod mqtt_paho;
 mod mqtt_routes;
 mod operations_drain;
 mod operations_health;

@@ -49,7 +49,7 @@ impl Drop for KillOnDrop {
 }
 
 /// A Mosquitto for anonymous clients on a free port, once it accepts connections.
-async fn start_mosquitto() -> Option<(KillOnDrop, std::net::SocketAddr)> {
+pub(crate) async fn start_mosquitto() -> Option<(KillOnDrop, std::net::SocketAddr)> {
     if !std::path::Path::new(MOSQUITTO).exists() {
         println!("skipped: mosquitto not installed");
         return None;
@@ -271,4 +271,34 @@ async fn json_access_log_has_the_connect_fields_and_never_the_password() {
         assert!(line.contains(field), "{field} missing from {line}");
     }
     assert!(!stderr.contains("hunter2"), "the password must never be logged:\n{stderr}");
+}
+
+#[tokio::test]
+async fn a_refused_client_that_pipelined_more_bytes_still_reads_its_connack() {
+    // Closing a socket with unread bytes sends a reset, and a reset can destroy the CONNACK
+    // before the client reads it; a refused client is half-closed and drained first.
+    let pki = Pki::new();
+    let ca = pki.ca("ca", "CA");
+    let server = ca.server_cert("mq", &["mq.test"]);
+    let down = closed_port().await;
+    let tls_route = RouteYaml::new("mq-tls", "terminate").sni(&["mq.test"]).cert(&server).mqtt("{}").server(down);
+    let tcp_route = RouteYaml::new("mq-tcp", "tcp").mqtt("{}").server(down);
+    let proxy = start_proxy(&config_v4("mq-tcp", &[tls_route, tcp_route])).await;
+    let mut pipelined = connect(4, "eager", None);
+    for _ in 0..64 {
+        pipelined.extend_from_slice(&[0x30, 0xff, 0x07]); // PUBLISH, 1,023 bytes (varint 0xff 0x07)
+        pipelined.extend_from_slice(&[0, 1, b't']);
+        pipelined.extend_from_slice(&[b'x'; 1020]);
+    }
+
+    let mut tcp = TcpStream::connect(proxy.addr(0)).await.unwrap();
+    tcp.write_all(&pipelined).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = Closed::Eof(vec![0x20, 0x02, 0x00, 0x03]);
+    assert_eq!(read_until_closed(&mut tcp).await, refused, "tcp route: the CONNACK, then an orderly close");
+    let (mut tls, _) = tls_connect(proxy.addr(0), simple_client(&ca.cert_der, None), "mq.test").await.unwrap();
+    tls.write_all(&pipelined).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read_until_closed(&mut tls).await, refused, "terminate route");
+    proxy.shutdown().await;
 }
