@@ -1,4 +1,4 @@
-//! Per-route rustls `ServerConfig`s (certificate chain and key, client CA and CRLs, ALPN,
+//! Per-route rustls `ServerConfig`s (certificates chosen by SNI, client CA and CRLs, ALPN,
 //! versions, resumption), built once at load time, and what a finished handshake tells the
 //! backend (TLS version, cipher, client-certificate identity).
 
@@ -9,13 +9,14 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::metrics::close_cause::HandshakeFailure;
 use crate::proxy::backend::Identity;
+use crate::proxy::cert_dir;
+use crate::proxy::cert_resolver::{self, CertResolver};
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings, TlsVersion};
 
@@ -34,13 +35,14 @@ pub struct RouteTls {
     /// Routes with `alpn` and no `tls.alpn`: per protocol, the config that offers only it, so the
     /// negotiated protocol is the one the route was picked for. Shares the route's session state.
     by_alpn: Vec<(Vec<u8>, Arc<ServerConfig>)>,
-    /// Signature algorithm of the route's certificate, OpenSSL short name (SIG_ALG sub-TLV).
-    pub cert_sig_alg: String,
-    /// Key algorithm and size of the route's certificate, e.g. `EC256`, `RSA2048` (KEY_ALG).
-    pub cert_key_alg: String,
-    /// When the route's certificate expires, Unix seconds.
+    /// Which of the route's certificates a server name gets (what the handshake serves).
+    resolver: Arc<CertResolver>,
+    /// The certificates of `cert_dir`, by file name (none without it).
+    pub dir_certificates: Vec<DirCertificate>,
+    /// When the first of the route's certificates expires, Unix seconds.
     pub cert_not_after: i64,
-    /// The chain and key served, shared by every route naming the same files in one load.
+    /// The default chain and key (`cert`/`key`, else the first file of `cert_dir`), shared by
+    /// every route naming the same files in one load.
     pub served: Arc<ServedKey>,
     pub identity: Identity,
     /// Close live sessions whose client certificate a reloaded CRL revokes.
@@ -48,7 +50,39 @@ pub struct RouteTls {
     pub revocation_lists: Vec<webpki::CertRevocationList<'static>>,
 }
 
+/// A certificate of a route's `cert_dir` and the file it came from.
+#[derive(Debug)]
+pub struct DirCertificate {
+    /// As written in `cert_dir`, joined with the file name.
+    pub file: PathBuf,
+    pub served: Arc<ServedKey>,
+}
+
+impl DirCertificate {
+    /// The certificate's subjectAltName DNS names, lowercase.
+    pub fn names(&self) -> &[String] {
+        &self.served.leaf.dns_names
+    }
+}
+
+/// A route's TLS state and the problems that did not stop it: files of `cert_dir` left out.
+#[derive(Debug)]
+pub struct BuiltTls {
+    pub tls: RouteTls,
+    pub warnings: Vec<TlsProblem>,
+}
+
 impl RouteTls {
+    /// The chain and key a handshake for `server_name` is served (the SIG_ALG / KEY_ALG source).
+    pub fn served_for(&self, server_name: Option<&str>) -> &ServedKey {
+        self.resolver.lookup(server_name)
+    }
+
+    /// Whether `certificate` is the one served when no name matches.
+    pub fn is_default(&self, certificate: &DirCertificate) -> bool {
+        Arc::ptr_eq(&certificate.served, self.resolver.default_key())
+    }
+
     /// The config for a connection routed here for protocol `matched` (see `Route::matched_alpn`).
     pub fn server_config_for(&self, matched: Option<&[u8]>) -> &Arc<ServerConfig> {
         matched
@@ -109,25 +143,44 @@ struct VerifierKey {
 
 impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
-    /// resolved against `base_dir` (the config file's directory). Lists every problem found.
+    /// resolved against `base_dir` (the config file's directory) and `now` (Unix seconds) ranks
+    /// certificates that share a name. Lists every problem found; a broken file of `cert_dir` is
+    /// a warning as long as the route has a certificate left to serve.
     pub fn build(
         tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
         cache: &mut LoadCache,
-    ) -> Result<RouteTls, Vec<TlsProblem>> {
+        now: i64,
+    ) -> Result<BuiltTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let served = match cache.files.served_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key), &provider) {
-            Ok(served) => Some(served),
-            Err(found) => {
-                problems.extend(found.into_iter().map(|problem| match problem {
-                    KeyProblem::Cert(message) => TlsProblem::file("cert", &tls.cert, message),
-                    KeyProblem::Key(message) => TlsProblem::file("key", &tls.key, message),
-                }));
-                None
-            }
+        let mut warnings = Vec::new();
+        let named = cache.named_key(tls, base_dir, &provider).unwrap_or_else(|found| {
+            problems.extend(found);
+            None
+        });
+        let mut dir_certificates = match &tls.cert_dir {
+            Some(dir) => cache.dir_certificates(dir, base_dir, &provider).unwrap_or_else(|problem| {
+                problems.push(problem);
+                (Vec::new(), Vec::new())
+            }),
+            None => (Vec::new(), Vec::new()),
         };
+        warnings.append(&mut dir_certificates.1);
+        let dir_certificates = dir_certificates.0;
+        if let (Some(dir), true) = (&tls.cert_dir, dir_certificates.is_empty() && problems.is_empty()) {
+            let empty = TlsProblem::file(
+                "cert_dir",
+                dir,
+                "holds no usable certificate (NAME.pem with chain and key, or NAME.crt with NAME.key)",
+            );
+            if named.is_some() {
+                warnings.push(empty)
+            } else {
+                problems.push(empty)
+            }
+        }
         let (verifier, crls) = match cache.client_verifier(tls, base_dir, &provider) {
             Ok(found) => found,
             Err(found) => {
@@ -138,26 +191,23 @@ impl RouteTls {
         if tls.client_auth == ClientAuth::None && (tls.client_ca.is_some() || !tls.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
-        for protocol in &tls.alpn {
-            if protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES {
-                problems.push(TlsProblem {
-                    field: "alpn",
-                    value: protocol.clone(),
-                    message: format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes"),
-                });
-            }
-        }
-        let (Some(served), true) = (served, problems.is_empty()) else {
+        problems.extend(alpn_problems(tls));
+        let default = named.or_else(|| dir_certificates.first().map(|first| Arc::clone(&first.served)));
+        let (Some(served), true) = (default, problems.is_empty()) else {
+            problems.append(&mut warnings);
             return Err(problems);
         };
-        let config = server_config(tls, served.certified.clone(), verifier, provider)?;
+        let resolver = Arc::new(resolver(&served, &dir_certificates, now));
+        let config = server_config(tls, resolver.clone(), verifier, provider)?;
         let by_alpn = per_protocol_configs(tls, &config);
-        Ok(RouteTls {
+        let cert_not_after =
+            dir_certificates.iter().map(|c| c.served.leaf.not_after).fold(served.leaf.not_after, i64::min);
+        let tls = RouteTls {
             server_config: Arc::new(config),
             by_alpn,
-            cert_sig_alg: served.leaf.sig_alg.clone(),
-            cert_key_alg: served.leaf.key_alg.clone(),
-            cert_not_after: served.leaf.not_after,
+            resolver,
+            dir_certificates,
+            cert_not_after,
             served,
             identity,
             revoke_live: tls.revoke_live,
@@ -166,14 +216,37 @@ impl RouteTls {
                 .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
                 .map(webpki::CertRevocationList::from)
                 .collect(),
-        })
+        };
+        Ok(BuiltTls { tls, warnings })
     }
+}
+
+/// Each of `tls.alpn` is 1 to 255 bytes.
+fn alpn_problems(tls: &TlsSettings) -> Vec<TlsProblem> {
+    tls.alpn
+        .iter()
+        .filter(|protocol| protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES)
+        .map(|protocol| TlsProblem {
+            field: "alpn",
+            value: protocol.clone(),
+            message: format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes"),
+        })
+        .collect()
+}
+
+/// The resolver over the directory's certificates, ranked, with `default` for the rest.
+fn resolver(default: &Arc<ServedKey>, dir_certificates: &[DirCertificate], now: i64) -> CertResolver {
+    let mut ranked: Vec<&DirCertificate> = dir_certificates.iter().collect();
+    cert_resolver::preference_order(&mut ranked, now, |certificate| {
+        (&certificate.served, certificate.file.to_str().unwrap_or_default())
+    });
+    CertResolver::new(default, ranked.into_iter().map(|certificate| &certificate.served))
 }
 
 /// The route's own `ServerConfig` around a (possibly shared) key and verifier.
 fn server_config(
     tls: &TlsSettings,
-    certified: Arc<CertifiedKey>,
+    resolver: Arc<CertResolver>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, Vec<TlsProblem>> {
@@ -188,7 +261,7 @@ fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(resolver);
     let offered = if tls.alpn.is_empty() { &tls.route_alpn } else { &tls.alpn };
     config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.max_early_data_size = 0;
@@ -248,9 +321,85 @@ impl StoresServerSessions for LazySessionCache {
     }
 }
 
+/// A file of `cert_dir` that is left out, named by its path as the config writes it.
+fn dir_file_problem(dir: &Path, file: &str, message: &str) -> TlsProblem {
+    let message = format!("{}: {message}", dir.join(file).display());
+    TlsProblem { field: "cert_dir", value: dir.display().to_string(), message }
+}
+
+/// Why an entry of `cert_dir` cannot be served, blaming its certificate or its key file.
+fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, problem: KeyProblem) -> TlsProblem {
+    let combined = entry.cert == entry.key;
+    match problem {
+        KeyProblem::Cert(message) => dir_file_problem(dir, &entry.name, &message),
+        KeyProblem::Key(message) if combined => {
+            let hint = "a .pem in cert_dir holds its chain and its key; or use NAME.crt with NAME.key";
+            dir_file_problem(dir, &entry.name, &format!("{message} ({hint})"))
+        }
+        KeyProblem::Key(message) => {
+            let key_name = entry.key.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+            dir_file_problem(dir, &key_name, &message)
+        }
+    }
+}
+
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
 
 impl LoadCache {
+    /// The chain and key of `cert` / `key`: `None` when the route names neither and has a
+    /// `cert_dir` to serve from.
+    fn named_key(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<Option<Arc<ServedKey>>, Vec<TlsProblem>> {
+        let (cert, key) = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) if tls.cert_dir.is_some() => return Ok(None),
+            (None, None) => {
+                return Err(vec![TlsProblem::setting("tls", "`tls:` needs `cert` and `key`, or `cert_dir`")])
+            }
+            (Some(_), None) => {
+                return Err(vec![TlsProblem::setting(
+                    "cert",
+                    "`cert` needs `key` (name the same file twice for a PEM holding both)",
+                )]);
+            }
+            (None, Some(_)) => return Err(vec![TlsProblem::setting("key", "`key` needs `cert`")]),
+        };
+        self.files.served_key(&base_dir.join(cert), &base_dir.join(key), provider).map(Some).map_err(|found| {
+            found
+                .into_iter()
+                .map(|problem| match problem {
+                    KeyProblem::Cert(message) => TlsProblem::file("cert", cert, message),
+                    KeyProblem::Key(message) => TlsProblem::file("key", key, message),
+                })
+                .collect()
+        })
+    }
+
+    /// The usable certificates of `cert_dir` by file name, and a warning for each file left out;
+    /// an error when the directory cannot be listed.
+    fn dir_certificates(
+        &mut self,
+        dir: &Path,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<(Vec<DirCertificate>, Vec<TlsProblem>), TlsProblem> {
+        let listing = cert_dir::scan(&base_dir.join(dir)).map_err(|error| TlsProblem::file("cert_dir", dir, error))?;
+        let mut skipped: Vec<TlsProblem> =
+            listing.problems.iter().map(|problem| dir_file_problem(dir, &problem.name, &problem.message)).collect();
+        let mut certificates = Vec::new();
+        for entry in listing.entries {
+            match self.files.served_key(&entry.cert, &entry.key, provider) {
+                Ok(served) => certificates.push(DirCertificate { file: dir.join(&entry.name), served }),
+                Err(found) => skipped.extend(found.into_iter().map(|problem| dir_key_problem(dir, &entry, problem))),
+            }
+        }
+        Ok((certificates, skipped))
+    }
+
     /// The route's client-certificate verifier (none for `client_auth: none`) and its CRLs.
     fn client_verifier(
         &mut self,

@@ -134,6 +134,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
             for problem in &config.certificate_problems {
                 eprintln!("warning: {problem}");
             }
+            print_cert_dirs(&config);
             println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
             ExitCode::SUCCESS
         }
@@ -141,6 +142,19 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
             report(&errors);
             report(&format_args!("{}: {} problem(s)", path.display(), errors.0.len()));
             ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+/// One line per file of each route's `cert_dir`: the names it serves, and which is the default.
+fn print_cert_dirs(config: &config::Config) {
+    for route in config.routes.routes() {
+        let Some(tls) = &route.tls else { continue };
+        for certificate in &tls.dir_certificates {
+            let default = if tls.is_default(certificate) { " (default)" } else { "" };
+            let names =
+                if certificate.names().is_empty() { "no DNS names".into() } else { certificate.names().join(", ") };
+            println!("route {:?}: {}{default}: {names}", route.name, certificate.file.display());
         }
     }
 }
