@@ -327,9 +327,19 @@ fn dir_file_problem(dir: &Path, file: &str, message: &str) -> TlsProblem {
     TlsProblem { field: "cert_dir", value: dir.display().to_string(), message }
 }
 
-/// Why an entry of `cert_dir` cannot be served, blaming its certificate or its key file.
-fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, problem: KeyProblem) -> TlsProblem {
+/// Why an entry of `cert_dir` cannot be served, blaming its certificate or its key file. A
+/// `.pem` whose certificate is broken is reported once, for that.
+fn dir_key_problems(dir: &Path, entry: &cert_dir::DirEntry, found: Vec<KeyProblem>) -> Vec<TlsProblem> {
+    let cert_broken = found.iter().any(|problem| matches!(problem, KeyProblem::Cert(_)));
     let combined = entry.cert == entry.key;
+    found
+        .into_iter()
+        .filter(|problem| !(combined && cert_broken && matches!(problem, KeyProblem::Key(_))))
+        .map(|problem| dir_key_problem(dir, entry, combined, problem))
+        .collect()
+}
+
+fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, combined: bool, problem: KeyProblem) -> TlsProblem {
     match problem {
         KeyProblem::Cert(message) => dir_file_problem(dir, &entry.name, &message),
         KeyProblem::Key(message) if combined => {
@@ -394,7 +404,7 @@ impl LoadCache {
         for entry in listing.entries {
             match self.files.served_key(&entry.cert, &entry.key, provider) {
                 Ok(served) => certificates.push(DirCertificate { file: dir.join(&entry.name), served }),
-                Err(found) => skipped.extend(found.into_iter().map(|problem| dir_key_problem(dir, &entry, problem))),
+                Err(found) => skipped.extend(dir_key_problems(dir, &entry, found)),
             }
         }
         Ok((certificates, skipped))
