@@ -97,7 +97,10 @@ impl CertDir {
 
     /// `NAME.pem` holding the leaf, the CA certificate (a chain) and the key.
     fn combined(&self, name: &str, dns_names: &[&str]) -> Leaf {
-        let leaf = self.ca.server_cert(name, dns_names);
+        self.write_combined(name, self.ca.server_cert(name, dns_names))
+    }
+
+    fn write_combined(&self, name: &str, leaf: Leaf) -> Leaf {
         let ca_pem = std::fs::read_to_string(&self.ca.cert_path).unwrap();
         write_atomically(&self.dir.join(format!("{name}.pem")), &format!("{}{ca_pem}{}", leaf.cert_pem, leaf.key_pem));
         leaf
@@ -111,11 +114,16 @@ impl CertDir {
         leaf
     }
 
+    /// A route to a closed port: enough for handshakes.
     fn route(&self, names: &[&str]) -> RouteYaml {
+        self.route_to(names, "127.0.0.1:1")
+    }
+
+    fn route_to(&self, names: &[&str], server: impl ToString) -> RouteYaml {
         RouteYaml::new("dir", "terminate")
             .sni(names)
             .tls(format!("cert_dir: {}", q(self.dir.to_str().unwrap())))
-            .server("127.0.0.1:1")
+            .server(server)
     }
 }
 
@@ -174,6 +182,24 @@ async fn unknown_and_missing_sni_get_the_first_file_by_name_or_cert_when_given()
     assert_eq!(served_leaf(proxy.addr(0), Some("unknown.test")).await.unwrap(), named.cert_der, "unknown SNI");
     assert_eq!(served_leaf(proxy.addr(0), None).await.unwrap(), named.cert_der, "no SNI");
     assert_eq!(served_leaf(proxy.addr(0), Some("b.test")).await.unwrap(), certs_leaf(&certs, "b-second.pem"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_alg_sent_to_the_backend_is_that_of_the_certificate_served() {
+    use tokio::io::AsyncWriteExt;
+    let certs = CertDir::new();
+    certs.combined("a", &["a.test"]);
+    certs.write_combined("b", certs.ca.server_cert_p384("b", &["b.test"]));
+    let mut backend = TestBackend::start(BackendOpts::plain(ProxyExpect::V2)).await;
+    let proxy = start_proxy(&config_v4("reject", &[certs.route_to(&["a.test", "b.test"], backend.addr)])).await;
+    for (sni, key_alg) in [("a.test", "EC256"), ("b.test", "EC384")] {
+        let client = support::tls::simple_client(&certs.ca.cert_der, None);
+        let (mut tls, _) = support::tls::tls_connect(proxy.addr(0), client, sni).await.expect("handshake");
+        tls.write_all(b"x").await.unwrap();
+        let accepted = backend.accepted().await;
+        let ssl = accepted.v2().ssl().expect("SSL TLV");
+        assert_eq!(ssl.key_alg().as_deref(), Some(key_alg), "KEY_ALG for {sni}");
+    }
 }
 
 /// The leaf of a file of the directory, read back.

@@ -47,8 +47,9 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
-        /// Report expired certificates and certificates that do not cover their route's names as
-        /// warnings and exit 0, as `run` and reload treat them (for start and reload hooks).
+        /// Report expired certificates, certificates that do not cover their route's names and
+        /// broken files of a `cert_dir` as warnings and exit 0, as `run` and reload treat them
+        /// (for start and reload hooks).
         #[arg(long)]
         warn_certificates: bool,
     },
