@@ -55,8 +55,8 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
     let spans = at.route_spans(raw.routes.iter().map(|route| route.name.as_str()));
     let mut files = Files::new(path);
     let mut names = Names::default();
-    let mut cache = LoadCache::default();
     let now = unix_now();
+    let mut cache = LoadCache::new(now);
     let mut routes = Vec::new();
     for (raw_route, &span) in raw.routes.iter().zip(&spans) {
         let first_pattern = names.patterns.len();
@@ -68,8 +68,7 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
             let named = named.chain(&raw_tls.client_ca).chain(&raw_tls.crl);
             named.for_each(|file| files.add(base_dir.join(file)));
         }
-        let route_tls =
-            build_route_tls(raw_route, backend.identity, base_dir, &mut cache, now, report, span, &mut found);
+        let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
             let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);
@@ -249,7 +248,6 @@ fn build_route_tls(
     identity: Identity,
     base_dir: &Path,
     cache: &mut LoadCache,
-    now: i64,
     report: &Reporter,
     span: Span,
     found: &mut Findings,
@@ -260,7 +258,7 @@ fn build_route_tls(
     };
     match (raw_route.mode, &raw_route.tls) {
         (Mode::Terminate, Some(raw_tls)) => {
-            match RouteTls::build(&tls_settings(raw_tls, &raw_route.alpn), identity, base_dir, cache, now) {
+            match RouteTls::build(&tls_settings(raw_tls, &raw_route.alpn), identity, base_dir, cache) {
                 Ok(built) => {
                     found.certificate.extend(built.warnings.into_iter().map(place));
                     Some(built.tls)

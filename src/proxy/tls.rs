@@ -127,10 +127,18 @@ impl TlsProblem {
 
 /// What one load builds once and every route that names the same files shares: parsed files,
 /// served keys and client-certificate verifiers. Session caches and ticket keys stay per route.
-#[derive(Default)]
 pub struct LoadCache {
     pub files: PemFiles,
     verifiers: HashMap<VerifierKey, Result<Arc<dyn ClientCertVerifier>, Vec<TlsProblem>>>,
+    /// When the load happens, Unix seconds: ranks certificates that share a name.
+    now: i64,
+}
+
+impl LoadCache {
+    /// An empty cache for a load at Unix time `now`.
+    pub fn new(now: i64) -> LoadCache {
+        LoadCache { files: PemFiles::default(), verifiers: HashMap::new(), now }
+    }
 }
 
 /// Routes with the same CA, CRLs and `client_auth` verify client certificates alike.
@@ -143,44 +151,17 @@ struct VerifierKey {
 
 impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
-    /// resolved against `base_dir` (the config file's directory) and `now` (Unix seconds) ranks
-    /// certificates that share a name. Lists every problem found; a broken file of `cert_dir` is
-    /// a warning as long as the route has a certificate left to serve.
+    /// resolved against `base_dir` (the config file's directory). Lists every problem found; a
+    /// broken file of `cert_dir` is a warning as long as the route has a certificate left to serve.
     pub fn build(
         tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
         cache: &mut LoadCache,
-        now: i64,
     ) -> Result<BuiltTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let mut warnings = Vec::new();
-        let named = cache.named_key(tls, base_dir, &provider).unwrap_or_else(|found| {
-            problems.extend(found);
-            None
-        });
-        let mut dir_certificates = match &tls.cert_dir {
-            Some(dir) => cache.dir_certificates(dir, base_dir, &provider).unwrap_or_else(|problem| {
-                problems.push(problem);
-                (Vec::new(), Vec::new())
-            }),
-            None => (Vec::new(), Vec::new()),
-        };
-        warnings.append(&mut dir_certificates.1);
-        let dir_certificates = dir_certificates.0;
-        if let (Some(dir), true) = (&tls.cert_dir, dir_certificates.is_empty() && problems.is_empty()) {
-            let empty = TlsProblem::file(
-                "cert_dir",
-                dir,
-                "holds no usable certificate (NAME.pem with chain and key, or NAME.crt with NAME.key)",
-            );
-            if named.is_some() {
-                warnings.push(empty)
-            } else {
-                problems.push(empty)
-            }
-        }
+        let certificates = cache.certificates(tls, base_dir, &provider).map_err(|found| problems.extend(found)).ok();
         let (verifier, crls) = match cache.client_verifier(tls, base_dir, &provider) {
             Ok(found) => found,
             Err(found) => {
@@ -192,12 +173,14 @@ impl RouteTls {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
         problems.extend(alpn_problems(tls));
-        let default = named.or_else(|| dir_certificates.first().map(|first| Arc::clone(&first.served)));
-        let (Some(served), true) = (default, problems.is_empty()) else {
-            problems.append(&mut warnings);
-            return Err(problems);
+        let Certificates { served, dir_certificates, warnings } = match certificates {
+            Some(certificates) if problems.is_empty() => certificates,
+            other => {
+                problems.extend(other.into_iter().flat_map(|certificates| certificates.warnings));
+                return Err(problems);
+            }
         };
-        let resolver = Arc::new(resolver(&served, &dir_certificates, now));
+        let resolver = Arc::new(resolver(&served, &dir_certificates, cache.now));
         let config = server_config(tls, resolver.clone(), verifier, provider)?;
         let by_alpn = per_protocol_configs(tls, &config);
         let cert_not_after =
@@ -220,6 +203,17 @@ impl RouteTls {
         Ok(BuiltTls { tls, warnings })
     }
 }
+
+/// A route's certificates: the default and the files of `cert_dir`, and the files left out.
+struct Certificates {
+    served: Arc<ServedKey>,
+    dir_certificates: Vec<DirCertificate>,
+    warnings: Vec<TlsProblem>,
+}
+
+/// Why a `cert_dir` serves nothing.
+const NO_USABLE_CERTIFICATE: &str =
+    "holds no usable certificate (NAME.pem with chain and key, or NAME.crt with NAME.key)";
 
 /// Each of `tls.alpn` is 1 to 255 bytes.
 fn alpn_problems(tls: &TlsSettings) -> Vec<TlsProblem> {
@@ -356,6 +350,35 @@ fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, combined: bool, probl
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
 
 impl LoadCache {
+    /// The route's default certificate (`cert`/`key`, else the first file of `cert_dir`) and the
+    /// files of `cert_dir`. Without a default to serve, every problem found is an error.
+    fn certificates(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<Certificates, Vec<TlsProblem>> {
+        let named = self.named_key(tls, base_dir, provider);
+        let in_dir = match &tls.cert_dir {
+            Some(dir) => self.dir_certificates(dir, base_dir, provider),
+            None => Ok((Vec::new(), Vec::new())),
+        };
+        let (named, (dir_certificates, mut warnings)) = match (named, in_dir) {
+            (Ok(named), Ok(in_dir)) => (named, in_dir),
+            (named, in_dir) => {
+                let dir_problems = in_dir.map_or_else(|problem| vec![problem], |(_, skipped)| skipped);
+                return Err(named.err().into_iter().flatten().chain(dir_problems).collect());
+            }
+        };
+        if let (Some(dir), true) = (&tls.cert_dir, dir_certificates.is_empty()) {
+            warnings.push(TlsProblem::file("cert_dir", dir, NO_USABLE_CERTIFICATE));
+        }
+        match named.or_else(|| dir_certificates.first().map(|first| Arc::clone(&first.served))) {
+            Some(served) => Ok(Certificates { served, dir_certificates, warnings }),
+            None => Err(warnings),
+        }
+    }
+
     /// The chain and key of `cert` / `key`: `None` when the route names neither and has a
     /// `cert_dir` to serve from.
     fn named_key(
