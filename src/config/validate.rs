@@ -304,10 +304,10 @@ fn served_certificates<'t>(route_tls: &'t RouteTls, raw_tls: &RawTls) -> Vec<Ser
         file: cert.display().to_string(),
         field: "cert",
         value: cert.display().to_string(),
-        leaf: &route_tls.served.leaf,
+        leaf: &route_tls.certificates.served.leaf,
     });
     let dir = raw_tls.cert_dir.as_ref().map(|dir| dir.display().to_string()).unwrap_or_default();
-    let in_dir = route_tls.dir_certificates.iter().map(|certificate| ServedCertificate {
+    let in_dir = route_tls.certificates.dir_certificates.iter().map(|certificate| ServedCertificate {
         file: certificate.file.display().to_string(),
         field: "cert_dir",
         value: dir.clone(),

@@ -31,7 +31,12 @@ impl CertResolver {
     pub fn new<'k>(default: &'k Arc<ServedKey>, others: impl IntoIterator<Item = &'k Arc<ServedKey>>) -> CertResolver {
         let mut resolver =
             CertResolver { exact: HashMap::new(), wildcard: HashMap::new(), default: Arc::clone(default) };
-        for served in others.into_iter().chain([default]) {
+        let mut others = others.into_iter().peekable();
+        if others.peek().is_none() {
+            // Every name gets the default anyway: a route with one certificate keeps no map.
+            return resolver;
+        }
+        for served in others.chain([default]) {
             resolver.add(served);
         }
         resolver

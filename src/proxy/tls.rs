@@ -35,19 +35,27 @@ pub struct RouteTls {
     /// Routes with `alpn` and no `tls.alpn`: per protocol, the config that offers only it, so the
     /// negotiated protocol is the one the route was picked for. Shares the route's session state.
     by_alpn: Vec<(Vec<u8>, Arc<ServerConfig>)>,
-    /// Which of the route's certificates a server name gets (what the handshake serves).
-    resolver: Arc<CertResolver>,
-    /// The certificates of `cert_dir`, by file name (none without it).
-    pub dir_certificates: Vec<DirCertificate>,
+    /// What the handshake serves, shared by every route naming the same files in one load.
+    pub certificates: Arc<RouteCertificates>,
     /// When the first of the route's certificates expires, Unix seconds.
     pub cert_not_after: i64,
-    /// The default chain and key (`cert`/`key`, else the first file of `cert_dir`), shared by
-    /// every route naming the same files in one load.
-    pub served: Arc<ServedKey>,
     pub identity: Identity,
     /// Close live sessions whose client certificate a reloaded CRL revokes.
     pub revoke_live: bool,
     pub revocation_lists: Vec<webpki::CertRevocationList<'static>>,
+}
+
+/// A route's certificates and which one a server name gets; one per load for the routes that name
+/// the same `cert`, `key` and `cert_dir`.
+#[derive(Debug)]
+pub struct RouteCertificates {
+    /// The default chain and key: `cert`/`key`, else the first file of `cert_dir`.
+    pub served: Arc<ServedKey>,
+    /// The usable certificates of `cert_dir`, by file name (none without it).
+    pub dir_certificates: Vec<DirCertificate>,
+    resolver: Arc<CertResolver>,
+    /// The files of `cert_dir` left out, and why.
+    warnings: Vec<TlsProblem>,
 }
 
 /// A certificate of a route's `cert_dir` and the file it came from.
@@ -75,12 +83,12 @@ pub struct BuiltTls {
 impl RouteTls {
     /// The chain and key a handshake for `server_name` is served (the SIG_ALG / KEY_ALG source).
     pub fn served_for(&self, server_name: Option<&str>) -> &ServedKey {
-        self.resolver.lookup(server_name)
+        self.certificates.resolver.lookup(server_name)
     }
 
     /// Whether `certificate` is the one served when no name matches.
     pub fn is_default(&self, certificate: &DirCertificate) -> bool {
-        Arc::ptr_eq(&certificate.served, self.resolver.default_key())
+        Arc::ptr_eq(&certificate.served, self.certificates.resolver.default_key())
     }
 
     /// The config for a connection routed here for protocol `matched` (see `Route::matched_alpn`).
@@ -130,6 +138,9 @@ impl TlsProblem {
 pub struct LoadCache {
     pub files: PemFiles,
     verifiers: HashMap<VerifierKey, Result<Arc<dyn ClientCertVerifier>, Vec<TlsProblem>>>,
+    /// By `cert`, `key` and `cert_dir` as written: a directory shared by many routes is listed
+    /// and indexed once.
+    certificates: HashMap<CertificatesKey, Result<Arc<RouteCertificates>, Vec<TlsProblem>>>,
     /// When the load happens, Unix seconds: ranks certificates that share a name.
     now: i64,
 }
@@ -137,9 +148,12 @@ pub struct LoadCache {
 impl LoadCache {
     /// An empty cache for a load at Unix time `now`.
     pub fn new(now: i64) -> LoadCache {
-        LoadCache { files: PemFiles::default(), verifiers: HashMap::new(), now }
+        LoadCache { files: PemFiles::default(), verifiers: HashMap::new(), certificates: HashMap::new(), now }
     }
 }
+
+/// Routes naming the same `cert`, `key` and `cert_dir` serve the same certificates.
+type CertificatesKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 
 /// Routes with the same CA, CRLs and `client_auth` verify client certificates alike.
 #[derive(PartialEq, Eq, Hash)]
@@ -173,25 +187,23 @@ impl RouteTls {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
         problems.extend(alpn_problems(tls));
-        let Certificates { served, dir_certificates, warnings } = match certificates {
+        let certificates = match certificates {
             Some(certificates) if problems.is_empty() => certificates,
             other => {
-                problems.extend(other.into_iter().flat_map(|certificates| certificates.warnings));
+                problems.extend(other.into_iter().flat_map(|certificates| certificates.warnings.clone()));
                 return Err(problems);
             }
         };
-        let resolver = Arc::new(resolver(&served, &dir_certificates, cache.now));
-        let config = server_config(tls, resolver.clone(), verifier, provider)?;
+        let config = server_config(tls, certificates.resolver.clone(), verifier, provider)?;
         let by_alpn = per_protocol_configs(tls, &config);
-        let cert_not_after =
-            dir_certificates.iter().map(|c| c.served.leaf.not_after).fold(served.leaf.not_after, i64::min);
+        let in_dir = certificates.dir_certificates.iter().map(|certificate| certificate.served.leaf.not_after);
+        let cert_not_after = in_dir.fold(certificates.served.leaf.not_after, i64::min);
+        let warnings = certificates.warnings.clone();
         let tls = RouteTls {
             server_config: Arc::new(config),
             by_alpn,
-            resolver,
-            dir_certificates,
+            certificates,
             cert_not_after,
-            served,
             identity,
             revoke_live: tls.revoke_live,
             revocation_lists: crls
@@ -202,13 +214,6 @@ impl RouteTls {
         };
         Ok(BuiltTls { tls, warnings })
     }
-}
-
-/// A route's certificates: the default and the files of `cert_dir`, and the files left out.
-struct Certificates {
-    served: Arc<ServedKey>,
-    dir_certificates: Vec<DirCertificate>,
-    warnings: Vec<TlsProblem>,
 }
 
 /// Why a `cert_dir` serves nothing.
@@ -350,14 +355,31 @@ fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, combined: bool, probl
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
 
 impl LoadCache {
-    /// The route's default certificate (`cert`/`key`, else the first file of `cert_dir`) and the
-    /// files of `cert_dir`. Without a default to serve, every problem found is an error.
+    /// The route's certificates, built once per load for each `cert`, `key` and `cert_dir`.
     fn certificates(
         &mut self,
         tls: &TlsSettings,
         base_dir: &Path,
         provider: &CryptoProvider,
-    ) -> Result<Certificates, Vec<TlsProblem>> {
+    ) -> Result<Arc<RouteCertificates>, Vec<TlsProblem>> {
+        let key = (tls.cert.clone(), tls.key.clone(), tls.cert_dir.clone());
+        if let Some(cached) = self.certificates.get(&key) {
+            return cached.clone();
+        }
+        let built = self.build_certificates(tls, base_dir, provider).map(Arc::new);
+        self.certificates.insert(key, built.clone());
+        built
+    }
+
+    /// The route's default certificate (`cert`/`key`, else the first file of `cert_dir`), the
+    /// files of `cert_dir` and the resolver over them. Without a default to serve, every problem
+    /// found is an error.
+    fn build_certificates(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<RouteCertificates, Vec<TlsProblem>> {
         let named = self.named_key(tls, base_dir, provider);
         let in_dir = match &tls.cert_dir {
             Some(dir) => self.dir_certificates(dir, base_dir, provider),
@@ -374,7 +396,10 @@ impl LoadCache {
             warnings.push(TlsProblem::file("cert_dir", dir, NO_USABLE_CERTIFICATE));
         }
         match named.or_else(|| dir_certificates.first().map(|first| Arc::clone(&first.served))) {
-            Some(served) => Ok(Certificates { served, dir_certificates, warnings }),
+            Some(served) => {
+                let resolver = Arc::new(resolver(&served, &dir_certificates, self.now));
+                Ok(RouteCertificates { served, dir_certificates, resolver, warnings })
+            }
             None => Err(warnings),
         }
     }

@@ -321,3 +321,29 @@ fn a_directory_without_a_usable_certificate_is_an_error() {
     assert!(stderr.contains("holds no usable certificate"), "{stderr}");
     assert!(stderr.contains("broken.pem: holds no PEM certificate"), "{stderr}");
 }
+
+#[test]
+fn a_cert_dir_shared_by_many_routes_is_listed_and_indexed_once_with_a_session_state_per_route() {
+    const ROUTES: usize = 200;
+    let certs = CertDir::new();
+    for name in ["a", "b", "c"] {
+        certs.combined(name, &[&format!("*.{name}.test")]);
+    }
+    let routes: Vec<RouteYaml> = (0..ROUTES)
+        .map(|i| {
+            RouteYaml::new(&format!("r{i}"), "terminate")
+                .sni(&[&format!("h{i}.a.test")])
+                .tls(format!("cert_dir: {}", q(certs.dir.to_str().unwrap())))
+                .server("127.0.0.1:1")
+        })
+        .collect();
+    let config = certs.pki.write("shared.yaml", &config_v4("reject", &routes));
+    let loaded = snigate::config::load(&config).unwrap_or_else(|errors| panic!("{errors}"));
+    let tls: Vec<_> = loaded.routes.routes().iter().map(|route| route.tls.as_ref().unwrap()).collect();
+    assert_eq!(tls.len(), ROUTES);
+    assert_eq!(tls[0].certificates.dir_certificates.len(), 3);
+    for route_tls in &tls {
+        assert!(Arc::ptr_eq(&route_tls.certificates, &tls[0].certificates), "one index for all routes");
+    }
+    assert!(!Arc::ptr_eq(&tls[0].server_config, &tls[1].server_config), "each route its own session state");
+}

@@ -151,7 +151,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
 fn print_cert_dirs(config: &config::Config) {
     for route in config.routes.routes() {
         let Some(tls) = &route.tls else { continue };
-        for certificate in &tls.dir_certificates {
+        for certificate in &tls.certificates.dir_certificates {
             let default = if tls.is_default(certificate) { " (default)" } else { "" };
             let names =
                 if certificate.names().is_empty() { "no DNS names".into() } else { certificate.names().join(", ") };
