@@ -260,6 +260,19 @@ async fn files_added_and_removed_at_run_time_are_picked_up_by_the_watch() {
 
     std::fs::remove_file(certs.dir.join("b.pem")).unwrap();
     wait_until_served(listen, "b.test", &a.cert_der, "b.pem removed").await;
+
+    // A broken file arriving is logged with its name at the reload; the rest keep serving.
+    let before = successful_reloads(admin).await;
+    write_atomically(&certs.dir.join("broken.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n");
+    eventually(Duration::from_secs(10), "a reload after broken.pem arrived", || async move {
+        match successful_reloads(admin).await {
+            now if now > before => Ok(()),
+            now => Err(format!("{now} successful loads")),
+        }
+    })
+    .await;
+    assert!(child.log_text().contains("broken.pem: bad PEM certificate"), "{}", child.log_text());
+    assert_eq!(served_leaf(listen, Some("a.test")).await.unwrap(), a.cert_der, "a.pem still serves");
 }
 
 fn check(config: &Path, args: &[&str]) -> Output {

@@ -127,6 +127,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
     match config::load(path) {
         // `run` serves these with a warning; `check` is where they must be seen.
         Ok(config) if !config.certificate_problems.is_empty() && !warn_certificates => {
+            print_cert_dirs(&config);
             eprintln!("{}", config::ConfigErrors(config.certificate_problems.clone()));
             eprintln!("{}: {} problem(s)", path.display(), config.certificate_problems.len());
             ExitCode::from(EXIT_CONFIG_INVALID)
