@@ -52,10 +52,11 @@ pub struct Config {
     pub accept_proxy_from: Vec<ipnet::IpNet>,
     pub limits: Limits,
     pub routes: Arc<RouteTable>,
-    /// The config file and every certificate, key, CA and CRL file it names: what reload watches.
+    /// The config file and every certificate, key, CA and CRL file and certificate directory it
+    /// names: what reload watches.
     pub files: Vec<PathBuf>,
-    /// Expired certificates and certificates that do not cover their route's names: `check`
-    /// fails on them; `run` and reload log them and serve (an expiring certificate must not
+    /// Expired certificates, certificates that do not cover their route's names and files of a
+    /// `cert_dir` left out: `check` fails on them; `run` and reload log them and serve (an expiring certificate must not
     /// take a running fleet down).
     pub certificate_problems: Vec<ConfigError>,
 }

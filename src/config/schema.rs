@@ -116,10 +116,18 @@ pub struct RawMqtt {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// Required: the certificate chain, PEM, relative to the config file's directory.
-    pub cert: PathBuf,
-    /// Required: its private key, PEM.
-    pub key: PathBuf,
+    /// Required without `cert_dir`: the certificate chain, PEM, leaf first, relative to the config
+    /// file's directory. With `cert_dir`, the certificate served when no file there matches.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Required with `cert`: its private key, PEM (the same file as `cert` for a combined PEM).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Default none: a directory of `NAME.pem` (chain and key) or `NAME.crt` + `NAME.key` files;
+    /// the one whose subjectAltName matches the SNI is served, exact names before wildcards.
+    /// Without `cert`/`key`, the file whose name sorts first is the default.
+    #[serde(default)]
+    pub cert_dir: Option<PathBuf>,
     /// Default `none`.
     #[serde(default)]
     pub client_auth: ClientAuth,

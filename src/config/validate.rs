@@ -27,7 +27,7 @@ use crate::proxy::mqtt_admission::{
 use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};
-use crate::proxy::tls::{LoadCache, RouteTls, MAX_ALPN_PROTOCOL_BYTES};
+use crate::proxy::tls::{LoadCache, RouteTls, TlsProblem, MAX_ALPN_PROTOCOL_BYTES};
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings};
 
 /// What validation collects: problems that refuse the file, and certificate problems that
@@ -55,22 +55,24 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
     let spans = at.route_spans(raw.routes.iter().map(|route| route.name.as_str()));
     let mut files = Files::new(path);
     let mut names = Names::default();
-    let mut cache = LoadCache::default();
     let now = unix_now();
+    let mut cache = LoadCache::new(now);
     let mut routes = Vec::new();
     for (raw_route, &span) in raw.routes.iter().zip(&spans) {
         let first_pattern = names.patterns.len();
         names.add(raw_route, routes.len(), report, span, &mut found.errors);
         let backend = build_backend(raw_route, report, span, &mut found.errors);
         if let (Mode::Terminate, Some(raw_tls)) = (raw_route.mode, &raw_route.tls) {
-            let named = [&raw_tls.cert, &raw_tls.key].into_iter().chain(&raw_tls.client_ca).chain(&raw_tls.crl);
+            // A `cert_dir` is watched as a directory: files added to or removed from it count.
+            let named = raw_tls.cert.iter().chain(&raw_tls.key).chain(&raw_tls.cert_dir);
+            let named = named.chain(&raw_tls.client_ca).chain(&raw_tls.crl);
             named.for_each(|file| files.add(base_dir.join(file)));
         }
         let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
             let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);
-            check_certificate(&route_tls.served.leaf, raw_tls, sni, now, report, span, &mut found.certificate);
+            check_certificates(route_tls, raw_tls, sni, now, report, span, &mut found.certificate);
         }
         let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
         let mqtt = raw_route.mqtt.as_ref().and_then(|raw| build_mqtt(raw_route, raw, report, span, &mut found.errors));
@@ -250,15 +252,19 @@ fn build_route_tls(
     span: Span,
     found: &mut Findings,
 ) -> Option<RouteTls> {
+    let place = |problem: TlsProblem| {
+        let position = report.at.find_value(problem.field, &problem.value, span);
+        report.error(position, problem.message)
+    };
     match (raw_route.mode, &raw_route.tls) {
         (Mode::Terminate, Some(raw_tls)) => {
             match RouteTls::build(&tls_settings(raw_tls, &raw_route.alpn), identity, base_dir, cache) {
-                Ok(route_tls) => Some(route_tls),
+                Ok(built) => {
+                    found.certificate.extend(built.warnings.into_iter().map(place));
+                    Some(built.tls)
+                }
                 Err(problems) => {
-                    for problem in problems {
-                        let position = report.at.find_value(problem.field, &problem.value, span);
-                        found.errors.push(report.error(position, problem.message));
-                    }
+                    found.errors.extend(problems.into_iter().map(place));
                     None
                 }
             }
@@ -284,9 +290,36 @@ fn build_route_tls(
 /// Most names a certificate-mismatch message lists.
 const NAMES_SHOWN: usize = 4;
 
-/// An expired (or not yet valid) certificate, and `sni` names it does not cover (RFC 6125).
-fn check_certificate<'s>(
-    leaf: &LeafFacts,
+/// A certificate a route serves, for messages: its file, and the `tls:` key and value naming it.
+struct ServedCertificate<'t> {
+    file: String,
+    field: &'static str,
+    value: String,
+    leaf: &'t LeafFacts,
+}
+
+/// The certificates of a route: `cert`, then the files of `cert_dir`.
+fn served_certificates<'t>(route_tls: &'t RouteTls, raw_tls: &RawTls) -> Vec<ServedCertificate<'t>> {
+    let named = raw_tls.cert.iter().map(|cert| ServedCertificate {
+        file: cert.display().to_string(),
+        field: "cert",
+        value: cert.display().to_string(),
+        leaf: &route_tls.certificates.served.leaf,
+    });
+    let dir = raw_tls.cert_dir.as_ref().map(|dir| dir.display().to_string()).unwrap_or_default();
+    let in_dir = route_tls.certificates.dir_certificates.iter().map(|certificate| ServedCertificate {
+        file: certificate.file.display().to_string(),
+        field: "cert_dir",
+        value: dir.clone(),
+        leaf: &certificate.served.leaf,
+    });
+    named.chain(in_dir).collect()
+}
+
+/// Expired (or not yet valid) certificates, and `sni` names none of the route's certificates
+/// covers (RFC 6125).
+fn check_certificates<'s>(
+    route_tls: &RouteTls,
     raw_tls: &RawTls,
     sni: impl Iterator<Item = (&'s String, String)>,
     now: i64,
@@ -294,27 +327,42 @@ fn check_certificate<'s>(
     span: Span,
     problems: &mut Vec<ConfigError>,
 ) {
-    let cert = raw_tls.cert.display().to_string();
-    let cert_at = || report.at.find_value("cert", &cert, span);
-    if leaf.not_after < now {
-        problems.push(report.error(cert_at(), format!("certificate {cert} expired on {}", leaf.not_after_text)));
-    } else if leaf.not_before > now {
-        problems
-            .push(report.error(cert_at(), format!("certificate {cert} is not valid before {}", leaf.not_before_text)));
-    }
-    for (written, canonical) in sni {
-        if !pem_files::covers(&leaf.dns_names, &canonical) {
-            let mut shown = leaf.dns_names.iter().take(NAMES_SHOWN).cloned().collect::<Vec<_>>().join(", ");
-            if leaf.dns_names.len() > NAMES_SHOWN {
-                shown.push_str(", …");
-            }
-            if shown.is_empty() {
-                shown = "no DNS names".into();
-            }
-            let message = format!("certificate {cert} does not cover {written:?} (it names {shown})");
-            problems.push(report.error(report.at.find_value("sni", written, span), message));
+    let served = served_certificates(route_tls, raw_tls);
+    for certificate in &served {
+        let at = || report.at.find_value(certificate.field, &certificate.value, span);
+        let (file, leaf) = (&certificate.file, certificate.leaf);
+        if leaf.not_after < now {
+            problems.push(report.error(at(), format!("certificate {file} expired on {}", leaf.not_after_text)));
+        } else if leaf.not_before > now {
+            problems
+                .push(report.error(at(), format!("certificate {file} is not valid before {}", leaf.not_before_text)));
         }
     }
+    for (written, canonical) in sni {
+        if served.iter().any(|certificate| pem_files::covers(&certificate.leaf.dns_names, &canonical)) {
+            continue;
+        }
+        let message = match (&raw_tls.cert_dir, served.as_slice()) {
+            (None, [only]) => {
+                format!("certificate {} does not cover {written:?} (it names {})", only.file, shown(only.leaf))
+            }
+            (Some(dir), _) => format!("no certificate of cert_dir {} covers {written:?}", dir.display()),
+            (None, _) => format!("no certificate covers {written:?}"),
+        };
+        problems.push(report.error(report.at.find_value("sni", written, span), message));
+    }
+}
+
+/// The first few DNS names of a certificate, for a message.
+fn shown(leaf: &LeafFacts) -> String {
+    let mut shown = leaf.dns_names.iter().take(NAMES_SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if leaf.dns_names.len() > NAMES_SHOWN {
+        shown.push_str(", …");
+    }
+    if shown.is_empty() {
+        shown = "no DNS names".into();
+    }
+    shown
 }
 
 /// The `tls:` section as the proxy's TLS builder takes it.
@@ -322,6 +370,7 @@ fn tls_settings(raw: &RawTls, route_alpn: &[String]) -> TlsSettings {
     TlsSettings {
         cert: raw.cert.clone(),
         key: raw.key.clone(),
+        cert_dir: raw.cert_dir.clone(),
         client_auth: raw.client_auth,
         client_ca: raw.client_ca.clone(),
         crl: raw.crl.clone(),

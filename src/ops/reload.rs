@@ -1,11 +1,12 @@
-//! Reload triggers: a watch on the config file and every certificate, key, CA and CRL file it
-//! names (debounced), next to SIGHUP. Each trigger asks the server to reload; the server parses,
+//! Reload triggers: a watch on the config file and every certificate, key, CA and CRL file and
+//! certificate directory it names (debounced), next to SIGHUP. Each trigger asks the server to reload; the server parses,
 //! validates, builds every TLS config and only then swaps the route table, so a bad file changes
 //! nothing. Live connections keep the table they started with.
 //!
 //! Directories are watched rather than files: editors and Kubernetes replace files by rename
 //! (ConfigMap and Secret volumes swap a `..data` symlink), which a file watch would miss. When a
-//! reload names other files, the watch moves to them.
+//! reload names other files, the watch moves to them. A certificate directory (`cert_dir`) is
+//! watched itself, so a file added to it or removed from it is a change like an edit.
 //!
 //! Only events that can change what is loaded count (a write, create, rename or removal), never a
 //! read: a reload reads every watched file, and `snigate check` or a backup job reads them too.
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::server::ReloadHandle;
+use crate::proxy::cert_dir;
 
 /// Events closer together than this are one change (an editor writes, renames, chmods).
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -81,7 +83,8 @@ async fn fingerprint_off_the_runtime(set: &WatchedSet) -> Option<Fingerprint> {
     tokio::task::spawn_blocking(move || Fingerprint::of(&files)).await.ok()
 }
 
-/// A hash of the content of every watched file (a missing or unreadable file hashes as such):
+/// A hash of the content of every watched file (a missing or unreadable file hashes as such) and,
+/// for a certificate directory, of the names and content of the files a load reads from it:
 /// equal fingerprints mean a reload would read the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint(u64);
@@ -90,13 +93,30 @@ impl Fingerprint {
     fn of(files: &BTreeSet<PathBuf>) -> Fingerprint {
         let mut hasher = DefaultHasher::new();
         for file in files {
-            file.hash(&mut hasher);
-            match std::fs::read(file) {
-                Ok(content) => content.hash(&mut hasher),
-                Err(error) => error.kind().hash(&mut hasher),
+            if file.is_dir() {
+                hash_directory(file, &mut hasher);
+            } else {
+                hash_file(file, &mut hasher);
             }
         }
         Fingerprint(hasher.finish())
+    }
+}
+
+fn hash_file(file: &Path, hasher: &mut DefaultHasher) {
+    file.hash(hasher);
+    match std::fs::read(file) {
+        Ok(content) => content.hash(hasher),
+        Err(error) => error.kind().hash(hasher),
+    }
+}
+
+/// The certificate files of `dir` (their names and content), as a load lists them.
+fn hash_directory(dir: &Path, hasher: &mut DefaultHasher) {
+    dir.hash(hasher);
+    match cert_dir::candidate_files(dir) {
+        Ok(files) => files.iter().for_each(|file| hash_file(file, hasher)),
+        Err(error) => error.to_string().hash(hasher),
     }
 }
 
@@ -143,24 +163,30 @@ fn watcher(set: &WatchedSet, changed: mpsc::UnboundedSender<()>) -> notify::Resu
     Ok(debouncer)
 }
 
-/// The watched files and the directories that hold them.
+/// The watched files and certificate directories, and the directories to watch for them.
 #[derive(Debug, Clone)]
 struct WatchedSet {
     files: BTreeSet<PathBuf>,
+    /// The certificate directories among `files`: every entry in them concerns us.
+    cert_dirs: BTreeSet<PathBuf>,
     directories: BTreeSet<PathBuf>,
 }
 
 impl WatchedSet {
     fn new(files: &[PathBuf]) -> WatchedSet {
         let files: BTreeSet<PathBuf> = files.iter().map(|f| absolute(f)).collect();
-        let directories = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
-        WatchedSet { files, directories }
+        let cert_dirs: BTreeSet<PathBuf> = files.iter().filter(|f| f.is_dir()).cloned().collect();
+        let parents = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf));
+        let directories = parents.chain(cert_dirs.iter().cloned()).collect();
+        WatchedSet { files, cert_dirs, directories }
     }
 
     /// Whether an event on `path` may change what we loaded.
     fn concerns(&self, path: &Path) -> bool {
         let kubernetes_swap = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(".."));
-        self.files.contains(&absolute(path)) || kubernetes_swap
+        let path = absolute(path);
+        let in_cert_dir = path.parent().is_some_and(|parent| self.cert_dirs.contains(parent));
+        self.files.contains(&path) || in_cert_dir || kubernetes_swap
     }
 }
 
@@ -180,6 +206,27 @@ mod tests {
         assert!(set.concerns(Path::new("/etc/snigate/..data")));
         assert!(!set.concerns(Path::new("/certs/unrelated.txt")));
         assert_eq!(set.directories.len(), 2);
+    }
+
+    #[test]
+    fn any_entry_of_a_certificate_directory_concerns_us_and_its_listing_is_fingerprinted() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        let set = WatchedSet::new(&[dir.path().join("routes.yaml"), certs.clone()]);
+        assert!(set.concerns(&certs.join("new.pem")));
+        assert!(set.directories.contains(&absolute(&certs)));
+        let files = set.files.clone();
+        let empty = Fingerprint::of(&files);
+        std::fs::write(certs.join("notes.txt"), "not a certificate").unwrap();
+        assert_eq!(Fingerprint::of(&files), empty, "files a load does not read are not a change");
+        std::fs::write(certs.join("a.pem"), "pem").unwrap();
+        let added = Fingerprint::of(&files);
+        assert_ne!(added, empty, "a file added");
+        std::fs::write(certs.join("a.pem"), "other pem").unwrap();
+        assert_ne!(Fingerprint::of(&files), added, "a file changed");
+        std::fs::remove_file(certs.join("a.pem")).unwrap();
+        assert_eq!(Fingerprint::of(&files), empty, "a file removed");
     }
 
     #[test]

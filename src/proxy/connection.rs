@@ -595,6 +595,7 @@ fn terminate_header(
     session: &Session,
     first_bytes: Vec<u8>,
 ) -> Result<Vec<u8>, Close> {
+    let served = route_tls.served_for(hello.server_name.as_deref());
     let meta = Meta {
         source: Some(client),
         destination: Some(local),
@@ -606,8 +607,8 @@ fn terminate_header(
             version: session.version,
             common_name: session.client_identity.as_deref(),
             cipher: session.cipher,
-            sig_alg: &route_tls.cert_sig_alg,
-            key_alg: &route_tls.cert_key_alg,
+            sig_alg: &served.leaf.sig_alg,
+            key_alg: &served.leaf.key_alg,
         }),
     };
     let mut first_write = header(route.backend.proxy_protocol, &meta)?;

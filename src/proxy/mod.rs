@@ -3,6 +3,8 @@
 //! or knows about signals; see ARCHITECTURE.md.
 
 pub(crate) mod backend;
+pub(crate) mod cert_dir;
+pub(crate) mod cert_resolver;
 pub mod connection;
 pub(crate) mod fd_exhaustion;
 pub mod hello;

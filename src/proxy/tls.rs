@@ -1,4 +1,4 @@
-//! Per-route rustls `ServerConfig`s (certificate chain and key, client CA and CRLs, ALPN,
+//! Per-route rustls `ServerConfig`s (certificates chosen by SNI, client CA and CRLs, ALPN,
 //! versions, resumption), built once at load time, and what a finished handshake tells the
 //! backend (TLS version, cipher, client-certificate identity).
 
@@ -9,13 +9,14 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::metrics::close_cause::HandshakeFailure;
 use crate::proxy::backend::Identity;
+use crate::proxy::cert_dir;
+use crate::proxy::cert_resolver::{self, CertResolver};
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings, TlsVersion};
 
@@ -34,21 +35,62 @@ pub struct RouteTls {
     /// Routes with `alpn` and no `tls.alpn`: per protocol, the config that offers only it, so the
     /// negotiated protocol is the one the route was picked for. Shares the route's session state.
     by_alpn: Vec<(Vec<u8>, Arc<ServerConfig>)>,
-    /// Signature algorithm of the route's certificate, OpenSSL short name (SIG_ALG sub-TLV).
-    pub cert_sig_alg: String,
-    /// Key algorithm and size of the route's certificate, e.g. `EC256`, `RSA2048` (KEY_ALG).
-    pub cert_key_alg: String,
-    /// When the route's certificate expires, Unix seconds.
+    /// What the handshake serves, shared by every route naming the same files in one load.
+    pub certificates: Arc<RouteCertificates>,
+    /// When the first of the route's certificates expires, Unix seconds.
     pub cert_not_after: i64,
-    /// The chain and key served, shared by every route naming the same files in one load.
-    pub served: Arc<ServedKey>,
     pub identity: Identity,
     /// Close live sessions whose client certificate a reloaded CRL revokes.
     pub revoke_live: bool,
     pub revocation_lists: Vec<webpki::CertRevocationList<'static>>,
 }
 
+/// A route's certificates and which one a server name gets; one per load for the routes that name
+/// the same `cert`, `key` and `cert_dir`.
+#[derive(Debug)]
+pub struct RouteCertificates {
+    /// The default chain and key: `cert`/`key`, else the first file of `cert_dir`.
+    pub served: Arc<ServedKey>,
+    /// The usable certificates of `cert_dir`, by file name (none without it).
+    pub dir_certificates: Vec<DirCertificate>,
+    resolver: Arc<CertResolver>,
+    /// The files of `cert_dir` left out, and why.
+    warnings: Vec<TlsProblem>,
+}
+
+/// A certificate of a route's `cert_dir` and the file it came from.
+#[derive(Debug)]
+pub struct DirCertificate {
+    /// As written in `cert_dir`, joined with the file name.
+    pub file: PathBuf,
+    pub served: Arc<ServedKey>,
+}
+
+impl DirCertificate {
+    /// The certificate's subjectAltName DNS names, lowercase.
+    pub fn names(&self) -> &[String] {
+        &self.served.leaf.dns_names
+    }
+}
+
+/// A route's TLS state and the problems that did not stop it: files of `cert_dir` left out.
+#[derive(Debug)]
+pub struct BuiltTls {
+    pub tls: RouteTls,
+    pub warnings: Vec<TlsProblem>,
+}
+
 impl RouteTls {
+    /// The chain and key a handshake for `server_name` is served (the SIG_ALG / KEY_ALG source).
+    pub fn served_for(&self, server_name: Option<&str>) -> &ServedKey {
+        self.certificates.resolver.lookup(server_name)
+    }
+
+    /// Whether `certificate` is the one served when no name matches.
+    pub fn is_default(&self, certificate: &DirCertificate) -> bool {
+        Arc::ptr_eq(&certificate.served, self.certificates.resolver.default_key())
+    }
+
     /// The config for a connection routed here for protocol `matched` (see `Route::matched_alpn`).
     pub fn server_config_for(&self, matched: Option<&[u8]>) -> &Arc<ServerConfig> {
         matched
@@ -93,11 +135,25 @@ impl TlsProblem {
 
 /// What one load builds once and every route that names the same files shares: parsed files,
 /// served keys and client-certificate verifiers. Session caches and ticket keys stay per route.
-#[derive(Default)]
 pub struct LoadCache {
     pub files: PemFiles,
     verifiers: HashMap<VerifierKey, Result<Arc<dyn ClientCertVerifier>, Vec<TlsProblem>>>,
+    /// By `cert`, `key` and `cert_dir` as written: a directory shared by many routes is listed
+    /// and indexed once.
+    certificates: HashMap<CertificatesKey, Result<Arc<RouteCertificates>, Vec<TlsProblem>>>,
+    /// When the load happens, Unix seconds: ranks certificates that share a name.
+    now: i64,
 }
+
+impl LoadCache {
+    /// An empty cache for a load at Unix time `now`.
+    pub fn new(now: i64) -> LoadCache {
+        LoadCache { files: PemFiles::default(), verifiers: HashMap::new(), certificates: HashMap::new(), now }
+    }
+}
+
+/// Routes naming the same `cert`, `key` and `cert_dir` serve the same certificates.
+type CertificatesKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 
 /// Routes with the same CA, CRLs and `client_auth` verify client certificates alike.
 #[derive(PartialEq, Eq, Hash)]
@@ -109,25 +165,17 @@ struct VerifierKey {
 
 impl RouteTls {
     /// Loads every file the route names and builds its `ServerConfig`; relative paths are
-    /// resolved against `base_dir` (the config file's directory). Lists every problem found.
+    /// resolved against `base_dir` (the config file's directory). Lists every problem found; a
+    /// broken file of `cert_dir` is a warning as long as the route has a certificate left to serve.
     pub fn build(
         tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
         cache: &mut LoadCache,
-    ) -> Result<RouteTls, Vec<TlsProblem>> {
+    ) -> Result<BuiltTls, Vec<TlsProblem>> {
         let provider = provider();
         let mut problems = Vec::new();
-        let served = match cache.files.served_key(&base_dir.join(&tls.cert), &base_dir.join(&tls.key), &provider) {
-            Ok(served) => Some(served),
-            Err(found) => {
-                problems.extend(found.into_iter().map(|problem| match problem {
-                    KeyProblem::Cert(message) => TlsProblem::file("cert", &tls.cert, message),
-                    KeyProblem::Key(message) => TlsProblem::file("key", &tls.key, message),
-                }));
-                None
-            }
-        };
+        let certificates = cache.certificates(tls, base_dir, &provider).map_err(|found| problems.extend(found)).ok();
         let (verifier, crls) = match cache.client_verifier(tls, base_dir, &provider) {
             Ok(found) => found,
             Err(found) => {
@@ -138,27 +186,24 @@ impl RouteTls {
         if tls.client_auth == ClientAuth::None && (tls.client_ca.is_some() || !tls.crl.is_empty()) {
             tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
         }
-        for protocol in &tls.alpn {
-            if protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES {
-                problems.push(TlsProblem {
-                    field: "alpn",
-                    value: protocol.clone(),
-                    message: format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes"),
-                });
+        problems.extend(alpn_problems(tls));
+        let certificates = match certificates {
+            Some(certificates) if problems.is_empty() => certificates,
+            other => {
+                problems.extend(other.into_iter().flat_map(|certificates| certificates.warnings.clone()));
+                return Err(problems);
             }
-        }
-        let (Some(served), true) = (served, problems.is_empty()) else {
-            return Err(problems);
         };
-        let config = server_config(tls, served.certified.clone(), verifier, provider)?;
+        let config = server_config(tls, certificates.resolver.clone(), verifier, provider)?;
         let by_alpn = per_protocol_configs(tls, &config);
-        Ok(RouteTls {
+        let in_dir = certificates.dir_certificates.iter().map(|certificate| certificate.served.leaf.not_after);
+        let cert_not_after = in_dir.fold(certificates.served.leaf.not_after, i64::min);
+        let warnings = certificates.warnings.clone();
+        let tls = RouteTls {
             server_config: Arc::new(config),
             by_alpn,
-            cert_sig_alg: served.leaf.sig_alg.clone(),
-            cert_key_alg: served.leaf.key_alg.clone(),
-            cert_not_after: served.leaf.not_after,
-            served,
+            certificates,
+            cert_not_after,
             identity,
             revoke_live: tls.revoke_live,
             revocation_lists: crls
@@ -166,14 +211,41 @@ impl RouteTls {
                 .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
                 .map(webpki::CertRevocationList::from)
                 .collect(),
-        })
+        };
+        Ok(BuiltTls { tls, warnings })
     }
+}
+
+/// Why a `cert_dir` serves nothing.
+const NO_USABLE_CERTIFICATE: &str =
+    "holds no usable certificate (NAME.pem with chain and key, or NAME.crt with NAME.key)";
+
+/// Each of `tls.alpn` is 1 to 255 bytes.
+fn alpn_problems(tls: &TlsSettings) -> Vec<TlsProblem> {
+    tls.alpn
+        .iter()
+        .filter(|protocol| protocol.is_empty() || protocol.len() > MAX_ALPN_PROTOCOL_BYTES)
+        .map(|protocol| TlsProblem {
+            field: "alpn",
+            value: protocol.clone(),
+            message: format!("ALPN protocol {protocol:?} must be 1 to {MAX_ALPN_PROTOCOL_BYTES} bytes"),
+        })
+        .collect()
+}
+
+/// The resolver over the directory's certificates, ranked, with `default` for the rest.
+fn resolver(default: &Arc<ServedKey>, dir_certificates: &[DirCertificate], now: i64) -> CertResolver {
+    let mut ranked: Vec<&DirCertificate> = dir_certificates.iter().collect();
+    cert_resolver::preference_order(&mut ranked, now, |certificate| {
+        (&certificate.served, certificate.file.to_str().unwrap_or_default())
+    });
+    CertResolver::new(default, ranked.into_iter().map(|certificate| &certificate.served))
 }
 
 /// The route's own `ServerConfig` around a (possibly shared) key and verifier.
 fn server_config(
     tls: &TlsSettings,
-    certified: Arc<CertifiedKey>,
+    resolver: Arc<CertResolver>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, Vec<TlsProblem>> {
@@ -188,7 +260,7 @@ fn server_config(
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    let mut config = builder.with_cert_resolver(resolver);
     let offered = if tls.alpn.is_empty() { &tls.route_alpn } else { &tls.alpn };
     config.alpn_protocols = offered.iter().map(|p| p.as_bytes().to_vec()).collect();
     config.max_early_data_size = 0;
@@ -248,9 +320,144 @@ impl StoresServerSessions for LazySessionCache {
     }
 }
 
+/// A file of `cert_dir` that is left out, named by its path as the config writes it.
+fn dir_file_problem(dir: &Path, file: &str, message: &str) -> TlsProblem {
+    let message = format!("{}: {message}", dir.join(file).display());
+    TlsProblem { field: "cert_dir", value: dir.display().to_string(), message }
+}
+
+/// Why an entry of `cert_dir` cannot be served, blaming its certificate or its key file. A
+/// `.pem` whose certificate is broken is reported once, for that.
+fn dir_key_problems(dir: &Path, entry: &cert_dir::DirEntry, found: Vec<KeyProblem>) -> Vec<TlsProblem> {
+    let cert_broken = found.iter().any(|problem| matches!(problem, KeyProblem::Cert(_)));
+    let combined = entry.cert == entry.key;
+    found
+        .into_iter()
+        .filter(|problem| !(combined && cert_broken && matches!(problem, KeyProblem::Key(_))))
+        .map(|problem| dir_key_problem(dir, entry, combined, problem))
+        .collect()
+}
+
+fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, combined: bool, problem: KeyProblem) -> TlsProblem {
+    match problem {
+        KeyProblem::Cert(message) => dir_file_problem(dir, &entry.name, &message),
+        KeyProblem::Key(message) if combined => {
+            let hint = "a .pem in cert_dir holds its chain and its key; or use NAME.crt with NAME.key";
+            dir_file_problem(dir, &entry.name, &format!("{message} ({hint})"))
+        }
+        KeyProblem::Key(message) => {
+            let key_name = entry.key.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+            dir_file_problem(dir, &key_name, &message)
+        }
+    }
+}
+
 type Verified = (Option<Arc<dyn ClientCertVerifier>>, Vec<CertificateRevocationListDer<'static>>);
 
 impl LoadCache {
+    /// The route's certificates, built once per load for each `cert`, `key` and `cert_dir`.
+    fn certificates(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<Arc<RouteCertificates>, Vec<TlsProblem>> {
+        let key = (tls.cert.clone(), tls.key.clone(), tls.cert_dir.clone());
+        if let Some(cached) = self.certificates.get(&key) {
+            return cached.clone();
+        }
+        let built = self.build_certificates(tls, base_dir, provider).map(Arc::new);
+        self.certificates.insert(key, built.clone());
+        built
+    }
+
+    /// The route's default certificate (`cert`/`key`, else the first file of `cert_dir`), the
+    /// files of `cert_dir` and the resolver over them. Without a default to serve, every problem
+    /// found is an error.
+    fn build_certificates(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<RouteCertificates, Vec<TlsProblem>> {
+        let named = self.named_key(tls, base_dir, provider);
+        let in_dir = match &tls.cert_dir {
+            Some(dir) => self.dir_certificates(dir, base_dir, provider),
+            None => Ok((Vec::new(), Vec::new())),
+        };
+        let (named, (dir_certificates, mut warnings)) = match (named, in_dir) {
+            (Ok(named), Ok(in_dir)) => (named, in_dir),
+            (named, in_dir) => {
+                let dir_problems = in_dir.map_or_else(|problem| vec![problem], |(_, skipped)| skipped);
+                return Err(named.err().into_iter().flatten().chain(dir_problems).collect());
+            }
+        };
+        if let (Some(dir), true) = (&tls.cert_dir, dir_certificates.is_empty()) {
+            warnings.push(TlsProblem::file("cert_dir", dir, NO_USABLE_CERTIFICATE));
+        }
+        match named.or_else(|| dir_certificates.first().map(|first| Arc::clone(&first.served))) {
+            Some(served) => {
+                let resolver = Arc::new(resolver(&served, &dir_certificates, self.now));
+                Ok(RouteCertificates { served, dir_certificates, resolver, warnings })
+            }
+            None => Err(warnings),
+        }
+    }
+
+    /// The chain and key of `cert` / `key`: `None` when the route names neither and has a
+    /// `cert_dir` to serve from.
+    fn named_key(
+        &mut self,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<Option<Arc<ServedKey>>, Vec<TlsProblem>> {
+        let (cert, key) = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, None) if tls.cert_dir.is_some() => return Ok(None),
+            (None, None) => {
+                return Err(vec![TlsProblem::setting("tls", "`tls:` needs `cert` and `key`, or `cert_dir`")])
+            }
+            (Some(_), None) => {
+                return Err(vec![TlsProblem::setting(
+                    "cert",
+                    "`cert` needs `key` (name the same file twice for a PEM holding both)",
+                )]);
+            }
+            (None, Some(_)) => return Err(vec![TlsProblem::setting("key", "`key` needs `cert`")]),
+        };
+        self.files.served_key(&base_dir.join(cert), &base_dir.join(key), provider).map(Some).map_err(|found| {
+            found
+                .into_iter()
+                .map(|problem| match problem {
+                    KeyProblem::Cert(message) => TlsProblem::file("cert", cert, message),
+                    KeyProblem::Key(message) => TlsProblem::file("key", key, message),
+                })
+                .collect()
+        })
+    }
+
+    /// The usable certificates of `cert_dir` by file name, and a warning for each file left out;
+    /// an error when the directory cannot be listed.
+    fn dir_certificates(
+        &mut self,
+        dir: &Path,
+        base_dir: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<(Vec<DirCertificate>, Vec<TlsProblem>), TlsProblem> {
+        let listing = cert_dir::scan(&base_dir.join(dir)).map_err(|error| TlsProblem::file("cert_dir", dir, error))?;
+        let mut skipped: Vec<TlsProblem> =
+            listing.problems.iter().map(|problem| dir_file_problem(dir, &problem.name, &problem.message)).collect();
+        let mut certificates = Vec::new();
+        for entry in listing.entries {
+            match self.files.served_key(&entry.cert, &entry.key, provider) {
+                Ok(served) => certificates.push(DirCertificate { file: dir.join(&entry.name), served }),
+                Err(found) => skipped.extend(dir_key_problems(dir, &entry, found)),
+            }
+        }
+        Ok((certificates, skipped))
+    }
+
     /// The route's client-certificate verifier (none for `client_auth: none`) and its CRLs.
     fn client_verifier(
         &mut self,

@@ -28,8 +28,12 @@ pub enum TlsVersion {
 /// One route's TLS settings. Paths are as written; `RouteTls::build` resolves relative ones.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// The default certificate chain and its key (the same file for a combined PEM); with
+    /// `cert_dir` optional, else both required.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A directory of certificates chosen by SNI (`cert_dir.rs`, `cert_resolver.rs`).
+    pub cert_dir: Option<PathBuf>,
     pub client_auth: ClientAuth,
     pub client_ca: Option<PathBuf>,
     pub crl: Vec<PathBuf>,

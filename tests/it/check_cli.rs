@@ -461,10 +461,10 @@ fn a_certificate_shared_by_many_routes_is_read_and_parsed_once() {
     let loaded = snigate::config::load(&config).unwrap_or_else(|errors| panic!("{errors}"));
     let routes = loaded.routes.routes();
     assert_eq!(routes.len(), ROUTES);
-    let first = &routes[0].tls.as_ref().unwrap().served;
+    let first = &routes[0].tls.as_ref().unwrap().certificates.served;
     for route in routes {
         let tls = route.tls.as_ref().unwrap();
-        assert!(std::sync::Arc::ptr_eq(&tls.served, first), "route {} parsed its own copy", route.name);
+        assert!(std::sync::Arc::ptr_eq(&tls.certificates.served, first), "route {} parsed its own copy", route.name);
     }
     // Each route still has its own session state (no resumption across routes).
     let a = &routes[0].tls.as_ref().unwrap().server_config;

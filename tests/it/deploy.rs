@@ -135,7 +135,8 @@ fn certificates_for(raw: &snigate::config::RawConfig, map: impl Fn(&Path) -> Pat
         let Some(tls) = &route.tls else { continue };
         let names: Vec<&str> = route.sni.iter().map(String::as_str).collect();
         let leaf = ca.server_cert(&format!("server-{index}"), &names);
-        let mut writes = vec![(map(&tls.cert), leaf.cert_pem.clone()), (map(&tls.key), leaf.key_pem.clone())];
+        let (cert, key) = (tls.cert.as_deref().expect("cert"), tls.key.as_deref().expect("key"));
+        let mut writes = vec![(map(cert), leaf.cert_pem.clone()), (map(key), leaf.key_pem.clone())];
         if let Some(client_ca) = &tls.client_ca {
             writes.push((map(client_ca), read(&ca.cert_path)));
         }
@@ -315,7 +316,7 @@ fn kubernetes_config_and_secrets_are_directory_mounts_the_routes_use() {
         mounts.iter().filter(|(_, volume)| volume.get("secret").is_some()).map(|(path, _)| path).collect();
     for route in &routes.routes {
         let Some(tls) = &route.tls else { continue };
-        let mut files = vec![&tls.cert, &tls.key];
+        let mut files: Vec<_> = tls.cert.iter().chain(&tls.key).collect();
         files.extend(tls.client_ca.iter());
         files.extend(tls.crl.iter());
         for file in files {

@@ -168,8 +168,9 @@ fn mqtt_recipe_with_mapped_certificates_becomes_terminate_routes_with_client_aut
         let route = raw_route(&raw, name);
         assert_eq!(route.mode, Mode::Terminate);
         let tls = route.tls.as_ref().unwrap();
-        assert_eq!(tls.cert, certs.join(format!("{tenant}.pem")), "relative paths resolve against nginx.conf's dir");
-        assert_eq!(tls.key, certs.join(format!("{tenant}.key")));
+        let cert = tls.cert.as_ref().expect("cert");
+        assert_eq!(cert, &certs.join(format!("{tenant}.pem")), "relative paths resolve against nginx.conf's dir");
+        assert_eq!(tls.key.as_ref(), Some(&certs.join(format!("{tenant}.key"))));
         assert_eq!(tls.client_auth, ClientAuth::Required);
         assert_eq!(tls.client_ca.as_deref(), Some(certs.join("clients-ca.pem").as_path()));
         assert_eq!(tls.crl, [certs.join("clients-ca.crl")]);

@@ -9,6 +9,7 @@ mod admin_limits;
 mod alpn_routing;
 mod backend_balance;
 mod backend_failover;
+mod cert_dir;
 mod check_cli;
 mod client_certificates;
 mod close_causes;

@@ -47,8 +47,9 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
-        /// Report expired certificates and certificates that do not cover their route's names as
-        /// warnings and exit 0, as `run` and reload treat them (for start and reload hooks).
+        /// Report expired certificates, certificates that do not cover their route's names and
+        /// broken files of a `cert_dir` as warnings and exit 0, as `run` and reload treat them
+        /// (for start and reload hooks).
         #[arg(long)]
         warn_certificates: bool,
     },
@@ -126,6 +127,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
     match config::load(path) {
         // `run` serves these with a warning; `check` is where they must be seen.
         Ok(config) if !config.certificate_problems.is_empty() && !warn_certificates => {
+            print_cert_dirs(&config);
             eprintln!("{}", config::ConfigErrors(config.certificate_problems.clone()));
             eprintln!("{}: {} problem(s)", path.display(), config.certificate_problems.len());
             ExitCode::from(EXIT_CONFIG_INVALID)
@@ -134,6 +136,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
             for problem in &config.certificate_problems {
                 eprintln!("warning: {problem}");
             }
+            print_cert_dirs(&config);
             println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
             ExitCode::SUCCESS
         }
@@ -141,6 +144,19 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
             report(&errors);
             report(&format_args!("{}: {} problem(s)", path.display(), errors.0.len()));
             ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+/// One line per file of each route's `cert_dir`: the names it serves, and which is the default.
+fn print_cert_dirs(config: &config::Config) {
+    for route in config.routes.routes() {
+        let Some(tls) = &route.tls else { continue };
+        for certificate in &tls.certificates.dir_certificates {
+            let default = if tls.is_default(certificate) { " (default)" } else { "" };
+            let names =
+                if certificate.names().is_empty() { "no DNS names".into() } else { certificate.names().join(", ") };
+            println!("route {:?}: {}{default}: {names}", route.name, certificate.file.display());
         }
     }
 }

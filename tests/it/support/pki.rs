@@ -117,8 +117,11 @@ impl Ca {
         Ca { cert_path, cert_der: cert.der().clone(), issuer: Issuer::new(params, key), dir: dir.to_path_buf() }
     }
 
-    fn issue(&self, stem: &str, mut params: CertificateParams) -> Leaf {
-        let key = KeyPair::generate().expect("leaf key");
+    fn issue(&self, stem: &str, params: CertificateParams) -> Leaf {
+        self.issue_with(stem, params, KeyPair::generate().expect("leaf key"))
+    }
+
+    fn issue_with(&self, stem: &str, mut params: CertificateParams, key: KeyPair) -> Leaf {
         let serial = next_serial();
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.not_before = date_time_ymd(2020, 1, 1);
@@ -144,14 +147,13 @@ impl Ca {
 
     /// A server certificate for `dns_names` (wildcards like `*.a.test` allowed).
     pub fn server_cert(&self, stem: &str, dns_names: &[&str]) -> Leaf {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, dns_names.first().copied().unwrap_or("server"));
-        params.subject_alt_names =
-            dns_names.iter().map(|name| SanType::DnsName((*name).try_into().expect("dns SAN"))).collect();
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(stem, params)
+        self.issue(stem, server_params(dns_names))
+    }
+
+    /// A server certificate as [`Ca::server_cert`], with a P-384 key instead of P-256.
+    pub fn server_cert_p384(&self, stem: &str, dns_names: &[&str]) -> Leaf {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("P-384 key");
+        self.issue_with(stem, server_params(dns_names), key)
     }
 
     /// A client certificate with the given subject CN and SANs.
@@ -201,4 +203,16 @@ impl Ca {
         std::fs::write(&path, crl.pem().expect("CRL PEM")).unwrap();
         path
     }
+}
+
+/// What every test server certificate says: `dns_names` as SANs, the first as CN, server auth.
+fn server_params(dns_names: &[&str]) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, dns_names.first().copied().unwrap_or("server"));
+    params.subject_alt_names =
+        dns_names.iter().map(|name| SanType::DnsName((*name).try_into().expect("dns SAN"))).collect();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
 }

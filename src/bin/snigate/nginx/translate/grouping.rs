@@ -159,6 +159,6 @@ mod tests {
             ]
         );
         assert_eq!(file.default.as_deref(), Some("broker-a.test"), "the defaults equal a.test's values");
-        assert_eq!(file.routes[1].tls.as_ref().unwrap().cert, Path::new("/etc/nginx/b.pem"));
+        assert_eq!(file.routes[1].tls.as_ref().unwrap().cert.as_deref(), Some(Path::new("/etc/nginx/b.pem")));
     }
 }
