@@ -16,13 +16,15 @@ use std::sync::Arc;
 mod duration;
 mod error;
 mod schema;
+mod ticket_key_file;
 mod validate;
 mod yaml_depth;
 mod yaml_position;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use schema::{RawBackend, RawConfig, RawHealthCheck, RawLimits, RawRoute, RawTls};
+pub use schema::{RawBackend, RawConfig, RawHealthCheck, RawLimits, RawRoute, RawSessionTickets, RawTls};
+pub use ticket_key_file::DEFAULT_TICKET_LIFETIME;
 pub use yaml_depth::MAX_DEPTH as MAX_NESTING_DEPTH;
 
 // The runtime model and the defaults, under the names the schema's users know them by.

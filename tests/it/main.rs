@@ -38,6 +38,7 @@ mod proxy_header;
 mod relay;
 mod reload_triggers;
 mod routing;
+mod session_resumption;
 mod sni_edge_cases;
 mod support_selftest;
 mod tenant_isolation;

@@ -71,6 +71,11 @@ enum Command {
         #[arg(long)]
         server: Option<usize>,
     },
+    /// Print a new session ticket key for `session_tickets.key_file`: base64 of 32 random bytes.
+    ///
+    /// Rotation: prepend its output to the key file on every replica, reload, and remove the
+    /// oldest line once `session_tickets.lifetime` has passed.
+    TicketKey,
     /// Print a shell completion script to stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Demo { config } => demo(&config),
         Command::ImportNginx { file, server } => import_nginx(&file, server),
+        Command::TicketKey => ticket_key(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "snigate", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -281,6 +287,19 @@ usage error: unknown subcommand or flag, missing argument
 \fB3\fR
 runtime failure, e.g. a listen address cannot be bound
 "#;
+
+fn ticket_key() -> ExitCode {
+    match snigate::session_tickets::new_key_line() {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("error: the system random number generator failed");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
 
 fn man(dir: Option<&Path>) -> ExitCode {
     let mut page = Vec::new();
