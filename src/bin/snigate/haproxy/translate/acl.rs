@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use super::super::lexer::Line;
 use super::super::routes;
 use super::bind::{IPV4_HOST_PREFIX, IPV6_HOST_PREFIX};
+use super::certs::read_bounded;
 use super::translator::Translator;
 
 /// Largest `-f` pattern file read.
@@ -135,15 +136,18 @@ impl Translator {
 
     /// The patterns of a `-f` file: one a line, `#` comments and blank lines skipped.
     fn pattern_file(&mut self, line: usize, path: &str) -> Option<Vec<String>> {
-        use std::io::Read;
         let resolved = self.config_path(path);
-        let mut text = String::new();
-        let read =
-            std::fs::File::open(&resolved).and_then(|file| file.take(MAX_PATTERN_FILE_BYTES).read_to_string(&mut text));
-        if let Err(error) = read {
-            self.error(line, format!("-f {resolved}: cannot read: {error}"));
-            return None;
-        }
+        let text = match read_bounded(&resolved, MAX_PATTERN_FILE_BYTES).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                self.error(line, format!("-f {resolved}: not UTF-8 text"));
+                return None;
+            }
+            Err(error) => {
+                self.error(line, format!("-f {resolved}: cannot read: {error}"));
+                return None;
+            }
+        };
         Some(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect())
     }
 

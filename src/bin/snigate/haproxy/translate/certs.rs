@@ -64,7 +64,7 @@ impl Translator {
 
     /// One PEM: its names, and where its key is (in it, or in `FILE.key` beside it).
     fn cert_file(&mut self, line: usize, path: &str, filters: Vec<String>) -> Option<CertSource> {
-        let bytes = match read_bounded(path) {
+        let bytes = match read_bounded(path, MAX_CERT_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(error) => {
                 self.error(line, format!("{path}: cannot read the certificate: {error}"));
@@ -97,7 +97,7 @@ impl Translator {
 
     /// A crt-list: `CERT [[options]] [SNI filter…]` per line.
     fn crt_list(&mut self, line: usize, path: &str) -> Option<Vec<CertSource>> {
-        let text = match read_bounded(path).map(String::from_utf8) {
+        let text = match read_bounded(path, MAX_CERT_FILE_BYTES).map(String::from_utf8) {
             Ok(Ok(text)) => text,
             Ok(Err(_)) => {
                 self.error(line, format!("{path}: not UTF-8 text"));
@@ -153,9 +153,13 @@ impl Translator {
     }
 }
 
-fn read_bounded(path: &str) -> std::io::Result<Vec<u8>> {
+/// The first bytes of a regular file (a FIFO or a device would block or never end).
+pub(super) fn read_bounded(path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(MAX_CERT_FILE_BYTES).read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?.take(limit).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
