@@ -92,7 +92,7 @@ impl Translator {
         terms: &[super::acl::Term],
         rules: &mut Rules,
     ) -> Option<Vec<String>> {
-        let mut names = terms.iter().filter(|term| !(term.tests.iter().all(|t| *t == Test::Hello) && !term.negated));
+        let mut names = terms.iter().filter(|term| term.negated || !term.tests.iter().all(|t| *t == Test::Hello));
         let (Some(term), None) = (names.next(), names.next()) else { return None };
         if term.negated {
             return None;

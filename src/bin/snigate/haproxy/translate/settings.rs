@@ -46,8 +46,8 @@ pub(super) fn option_name(line: &Line) -> Option<&str> {
 pub(super) fn defaults_of<'a>(sections: &'a [Section], section: &Section) -> &'a [Line] {
     let defaults = sections.iter().filter(|s| s.kind == Kind::Defaults);
     let found = match &section.from {
-        Some(name) => defaults.filter(|s| s.name.as_deref() == Some(name)).last(),
-        None => defaults.filter(|s| s.line < section.line).last(),
+        Some(name) => defaults.rev().find(|s| s.name.as_deref() == Some(name)),
+        None => defaults.rev().find(|s| s.line < section.line),
     };
     found.map_or(&[], |s| s.body.as_slice())
 }
