@@ -4,7 +4,7 @@
 //! ClientHello test `req_ssl_hello_type 1` is what snigate always waits for. Anything else is
 //! kept as the fetch's name, for the rule that uses it to refuse.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::super::lexer::Line;
 use super::super::routes;
@@ -154,6 +154,7 @@ impl Translator {
     /// Server-name values under a match method → `sni` patterns.
     fn sni_patterns(&mut self, line: usize, method: Option<&str>, values: &[String]) -> Option<Vec<String>> {
         let mut patterns = Vec::new();
+        let mut seen = HashSet::new();
         for value in values {
             let value = value.to_ascii_lowercase();
             let translated = match method {
@@ -180,7 +181,7 @@ impl Translator {
                     self.error(line, format!("{pattern:?}: {why}"));
                     return None;
                 }
-                if !patterns.contains(&pattern) {
+                if seen.insert(pattern.clone()) {
                     patterns.push(pattern);
                 }
             }

@@ -2,6 +2,7 @@
 //! `verify`, `ca-file`, `crl-file`, `alpn`, versions, tickets), and PROXY headers in
 //! (`accept-proxy`). `global` `ssl-default-bind-options` come first on every ssl bind.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use super::super::lexer::Line;
@@ -86,6 +87,7 @@ impl Translator {
     pub(super) fn binds(&mut self, lines: &[Line], section_line: usize, global: &Global) -> Binds {
         let mut binds = Binds::default();
         let mut ssl_lines: Vec<(usize, Option<BindTls>)> = Vec::new();
+        let mut seen = HashSet::new();
         for line in lines.iter().filter(|l| l.keyword() == "bind") {
             let Some((address, parameters)) = line.args().split_first() else {
                 self.error(line.number, "`bind` needs an address");
@@ -94,7 +96,7 @@ impl Translator {
             match bind_addresses(address) {
                 Ok(addresses) => {
                     for address in addresses {
-                        if !binds.listen.contains(&address) {
+                        if seen.insert(address.clone()) {
                             binds.listen.push(address);
                         }
                     }

@@ -54,8 +54,12 @@ impl Translator {
             None => None,
         };
         let mut names = HashSet::new();
+        let mut backends: HashMap<&str, &Section> = HashMap::new();
+        for section in sections.iter().filter(|s| s.is_backend()) {
+            backends.entry(section.name()).or_insert(section);
+        }
         for target in &targets {
-            let Some(section) = sections.iter().find(|s| s.is_backend() && s.name() == target.backend) else {
+            let Some(section) = backends.get(target.backend).copied() else {
                 self.error(target.line, format!("no `backend {}` in the config", target.backend));
                 continue;
             };
@@ -86,6 +90,7 @@ impl Translator {
     fn targets<'r>(&mut self, rules: &'r Rules) -> Vec<Target<'r>> {
         let mut targets: Vec<Target> = Vec::new();
         let mut taken: HashMap<&str, &str> = HashMap::new();
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for rule in &rules.routes {
             let mut patterns = Vec::new();
             for pattern in &rule.patterns {
@@ -95,21 +100,21 @@ impl Translator {
                     }
                     continue;
                 }
-                let earlier_wildcard = taken.iter().find(|(taken, backend)| {
-                    **backend != rule.backend
-                        && taken
-                            .strip_prefix('*')
-                            .is_some_and(|suffix| pattern.ends_with(suffix) && !pattern.starts_with('*'))
-                });
+                let earlier_wildcard = wildcards_of(pattern)
+                    .find_map(|wildcard| taken.get_key_value(wildcard.as_str()))
+                    .filter(|(_, backend)| **backend != rule.backend);
                 if let Some((wildcard, backend)) = earlier_wildcard {
                     self.error(rule.line, format!("{pattern} is matched first by {wildcard} (backend {backend}) in HAProxy, but snigate looks at exact names before wildcards: move this rule above the other one"));
                 }
                 taken.insert(pattern, &rule.backend);
                 patterns.push(pattern.clone());
             }
-            match targets.iter_mut().find(|t| t.backend == rule.backend) {
-                Some(target) => target.patterns.extend(patterns),
-                None => targets.push(Target { backend: &rule.backend, line: rule.line, patterns }),
+            match index.get(rule.backend.as_str()) {
+                Some(&at) => targets[at].patterns.extend(patterns),
+                None => {
+                    index.insert(&rule.backend, targets.len());
+                    targets.push(Target { backend: &rule.backend, line: rule.line, patterns });
+                }
             }
         }
         targets
@@ -176,12 +181,20 @@ impl Translator {
     }
 
     fn unused_backends(&mut self, sections: &[Section], targets: &[Target]) {
+        let used: HashSet<&str> = targets.iter().map(|t| t.backend).collect();
         for section in sections.iter().filter(|s| s.kind == Kind::Backend) {
-            if !targets.iter().any(|t| t.backend == section.name()) {
+            if !used.contains(section.name()) {
                 self.warn(section.line, format!("backend {} is not used by the frontend: left out", section.name()));
             }
         }
     }
+}
+
+/// The wildcards that would take an exact name in HAProxy's `-m end .suffix` sense: `*.b.c` and
+/// `*.c` for `a.b.c`; none for a wildcard.
+fn wildcards_of(pattern: &str) -> impl Iterator<Item = String> + '_ {
+    let exact = !pattern.starts_with('*');
+    pattern.match_indices('.').filter(move |_| exact).map(move |(at, _)| format!("*{}", &pattern[at..]))
 }
 
 /// `name`, or `name-2`, `name-3`… if it is taken.
