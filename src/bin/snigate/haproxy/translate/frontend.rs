@@ -38,10 +38,12 @@ impl Translator {
         }
         let mode = self.mode(&binds, &rules);
         self.accept_proxy(&binds, &rules, &mut file);
-        self.limits(&settings, global, &rules, &mut file);
         let bind_line = Translator::first_bind(&frontend.body, frontend.line);
         let common = Common { mode, tls: binds.tls.as_ref().map(|tls| (tls, bind_line)) };
-        self.routes(sections, &rules, &common, &mut file)?;
+        let backends = self.routes(sections, &rules, &common, &mut file)?;
+        let backends: Vec<Settings> =
+            backends.iter().map(|b| Settings { defaults: defaults_of(sections, b), local: &b.body }).collect();
+        self.limits(&settings, &backends, global, &rules, &mut file);
         if rules.default.is_none() {
             file.header
                 .push("There is no `default_backend`: names no rule lists are refused (`default: reject`).".into());

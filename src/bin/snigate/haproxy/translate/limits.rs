@@ -1,10 +1,11 @@
 //! HAProxy timeouts and connection caps → the routes file's `limits`.
 //!
 //! snigate has one `idle_timeout` for a session: it ends after that long without a byte in either
-//! direction. HAProxy's `timeout client` and `timeout server` watch each side; in TCP mode
-//! HAProxy recommends they be equal, and `timeout tunnel`, when set, replaces both once the
-//! connection is established. So `idle_timeout` is `timeout tunnel`, else the longer of `timeout
-//! client` and `timeout server` (a warning says so when they differ: the shorter one would close
+//! direction. HAProxy's `timeout client` (the frontend's) and `timeout server` (each backend's)
+//! watch each side; in TCP mode HAProxy recommends they be equal, and a backend's `timeout
+//! tunnel`, when set, replaces both once the connection is established. So `idle_timeout` is the
+//! longest of the backends' `timeout tunnel`, or, for backends without one, of `timeout client`
+//! and their `timeout server`; a warning says so when they differ (the shorter one would close
 //! sessions HAProxy keeps open while the other side talks).
 
 use super::super::lexer::Line;
@@ -20,8 +21,15 @@ const TIMEOUTS_TRANSLATED: &[&str] = &["client", "server", "tunnel", "connect", 
 
 impl Translator {
     /// The `limits` of the frontend's settings, the rules and `global`.
-    pub(super) fn limits(&mut self, settings: &Settings, global: &Global, rules: &Rules, file: &mut RoutesFile) {
-        if let Some(idle) = self.idle_timeout(settings) {
+    pub(super) fn limits(
+        &mut self,
+        settings: &Settings,
+        backends: &[Settings],
+        global: &Global,
+        rules: &Rules,
+        file: &mut RoutesFile,
+    ) {
+        if let Some(idle) = self.idle_timeout(settings, backends) {
             file.limits.push(("idle_timeout", idle));
         }
         if let Some(hello) = &rules.hello_timeout {
@@ -45,23 +53,36 @@ impl Translator {
         }
     }
 
-    fn idle_timeout(&mut self, settings: &Settings) -> Option<String> {
-        if let Some(tunnel) = settings.timeout("tunnel") {
-            return self.duration(tunnel, 2);
-        }
-        let client = settings.timeout("client");
-        let server = settings.timeout("server");
-        let millis = |t: &mut Translator, line: Option<&Line>| line.and_then(|line| t.millis(line, 2));
-        let (client_ms, server_ms) = (millis(self, client), millis(self, server));
-        match (client_ms, server_ms) {
-            (Some(c), Some(s)) if c != s => {
-                let line = client.map_or(0, |l| l.number);
-                self.warn(line, format!("`timeout client` {} and `timeout server` {} differ: snigate has one idle timeout for both directions, the longer one", format_duration(c), format_duration(s)));
-                Some(format_duration(c.max(s)))
+    /// The longest idle time HAProxy allows a session of any of the routes.
+    fn idle_timeout(&mut self, frontend: &Settings, backends: &[Settings]) -> Option<String> {
+        let client = frontend.timeout("client");
+        let client_ms = client.and_then(|line| self.millis(line, 2));
+        let mut found: Vec<(u64, usize)> = Vec::new();
+        for backend in backends {
+            match backend.timeout("tunnel") {
+                Some(tunnel) => found.extend(self.millis(tunnel, 2).map(|ms| (ms, tunnel.number))),
+                None => {
+                    let server = backend.timeout("server");
+                    found.extend(server.and_then(|line| self.millis(line, 2)).map(|ms| (ms, line_of(server))));
+                    found.extend(client_ms.map(|ms| (ms, line_of(client))));
+                }
             }
-            (Some(c), _) => Some(format_duration(c)),
-            (None, Some(s)) => Some(format_duration(s)),
-            (None, None) => None,
         }
+        let &(longest, _) = found.iter().max()?;
+        if let Some(&(shorter, line)) = found.iter().find(|(ms, _)| *ms != longest) {
+            self.warn(
+                line,
+                format!(
+                    "the client, server and tunnel timeouts differ ({} here): snigate has one idle timeout for both directions and all routes, the longest, {}",
+                    format_duration(shorter),
+                    format_duration(longest)
+                ),
+            );
+        }
+        Some(format_duration(longest))
     }
+}
+
+fn line_of(line: Option<&Line>) -> usize {
+    line.map_or(0, |line| line.number)
 }

@@ -105,7 +105,7 @@ mod tests {
 
     /// Translates config text; the routes file as parsed YAML, and the messages.
     pub(super) fn run(text: &str) -> (Option<RawConfig>, Vec<String>) {
-        match import_text(text, Path::new("/nonexistent/haproxy.cfg"), &Options::default()) {
+        match import_text(text, Path::new("/nonexistent/t.cfg"), &Options::default()) {
             Ok(imported) => (
                 Some(yaml_serde::from_str(&imported.yaml).expect("rendered YAML parses")),
                 imported.warnings.iter().map(ToString::to_string).collect(),
@@ -122,7 +122,7 @@ mod tests {
         let (file, messages) = run("global\n  lua-load /etc/haproxy/x.lua\n  frobnicate 1\nfrontend fe\n  bind :443\n  stick-table type ip size 1m\n  http-request deny\n  default_backend be\nbackend be\n  server a 127.0.0.1:1\n");
         assert!(file.is_none());
         let at = |line: usize, what: &str| {
-            messages.iter().any(|m| m.starts_with(&format!("/nonexistent/haproxy.cfg:{line}: ")) && m.contains(what))
+            messages.iter().any(|m| m.starts_with(&format!("/nonexistent/t.cfg:{line}: ")) && m.contains(what))
         };
         assert!(at(2, "error: `lua-load`"), "{messages:?}");
         assert!(at(3, "warning: `frobnicate` ignored"), "{messages:?}");
@@ -143,8 +143,7 @@ mod tests {
         let (file, messages) = run(text);
         assert!(file.is_none());
         assert!(
-            messages[0].contains("choose one with --frontend NAME")
-                && messages[0].contains("a (haproxy.cfg:1), b (haproxy.cfg:4)"),
+            messages[0].contains("choose one with --frontend NAME") && messages[0].contains("a (t.cfg:1), b (t.cfg:4)"),
             "{messages:?}"
         );
         let chosen = import_text(text, Path::new("/nonexistent/haproxy.cfg"), &Options { frontend: Some("b".into()) });
@@ -167,5 +166,26 @@ mod tests {
         assert_eq!(routes, [("two", vec!["x.w.test"]), ("one", vec!["a.test", "*.w.test"])]);
         assert_eq!(file.default.as_deref(), Some("one"));
         assert_eq!(file.limits.hello_timeout, Some(std::time::Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn idle_timeout_is_the_longest_of_client_server_and_tunnel() {
+        let base = "defaults\n  timeout client 1m\n  timeout server 1m\nfrontend f\n  bind :1\n  default_backend b\nbackend b\n  server s 127.0.0.1:2\n";
+        let (file, messages) = run(base);
+        assert_eq!(file.unwrap().limits.idle_timeout, Some(std::time::Duration::from_secs(60)));
+        assert!(messages.is_empty(), "{messages:?}");
+        let (file, messages) = run(&base.replace("backend b\n", "backend b\n  timeout server 5m\n"));
+        assert_eq!(file.unwrap().limits.idle_timeout, Some(std::time::Duration::from_secs(300)), "the backend's own");
+        assert!(
+            messages[0].contains("t.cfg:2: warning: the client, server and tunnel timeouts differ (1m here)"),
+            "{messages:?}"
+        );
+        let (file, messages) = run(&base.replace("defaults\n", "defaults\n  timeout tunnel 1h\n"));
+        assert_eq!(
+            file.unwrap().limits.idle_timeout,
+            Some(std::time::Duration::from_secs(3600)),
+            "tunnel replaces both"
+        );
+        assert!(messages.is_empty(), "{messages:?}");
     }
 }

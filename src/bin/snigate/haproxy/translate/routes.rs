@@ -31,14 +31,14 @@ pub(super) struct Common<'t> {
 }
 
 impl Translator {
-    /// The routes of a frontend, written into `file`.
-    pub(super) fn routes(
+    /// The routes of a frontend, written into `file`; the backend sections they use.
+    pub(super) fn routes<'s>(
         &mut self,
-        sections: &[Section],
+        sections: &'s [Section],
         rules: &Rules,
         common: &Common,
         file: &mut RoutesFile,
-    ) -> Option<()> {
+    ) -> Option<Vec<&'s Section>> {
         let mut targets = self.targets(rules);
         if let Some((default, line)) = &rules.default {
             if !targets.iter().any(|t| t.backend == default) {
@@ -54,7 +54,8 @@ impl Translator {
             None => None,
         };
         let mut names = HashSet::new();
-        let mut backends: HashMap<&str, &Section> = HashMap::new();
+        let mut backends: HashMap<&str, &'s Section> = HashMap::new();
+        let mut used = Vec::new();
         for section in sections.iter().filter(|s| s.is_backend()) {
             backends.entry(section.name()).or_insert(section);
         }
@@ -64,6 +65,7 @@ impl Translator {
                 continue;
             };
             let Some(route) = self.route_template(section, sections, common.mode) else { continue };
+            used.push(section);
             let is_default = rules.default.as_ref().is_some_and(|(d, _)| d == target.backend);
             let groups = match &certs {
                 Some((certs, template)) => self.by_certificate(certs, template, &target.patterns, target.line),
@@ -83,7 +85,7 @@ impl Translator {
             }
         }
         self.unused_backends(sections, &targets);
-        Some(())
+        Some(used)
     }
 
     /// The backends in rule order, each with its patterns; a pattern only for its first rule.
