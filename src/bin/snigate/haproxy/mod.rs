@@ -11,7 +11,6 @@ pub mod lexer;
 pub mod sections;
 pub mod translate;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 // The library items the importer uses, named here only (the steps reach them through `super`):
@@ -22,10 +21,8 @@ use snigate::config::RawConfig;
 use snigate::routes;
 
 pub use crate::import::diagnostic::Diagnostic;
+use crate::import::source::{self, strip_line, ReadError};
 pub use translate::Options;
-
-/// Largest config file read; real ones are a few KiB.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A translated config: the routes file text and the warnings about what differs from HAProxy.
 #[derive(Debug)]
@@ -37,12 +34,9 @@ pub struct Imported {
 /// Why no routes file could be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{}: cannot read: {source}", file.display())]
-    Read { file: PathBuf, source: std::io::Error },
-    #[error("{}: larger than {MAX_FILE_BYTES} bytes", file.display())]
-    TooLarge { file: PathBuf },
-    #[error("{}: not UTF-8 text", file.display())]
-    NotText { file: PathBuf },
+    /// The file cannot be read, is too large or is not text.
+    #[error(transparent)]
+    Read(#[from] ReadError),
     /// Not text HAProxy reads the same way (quotes, escapes, variables).
     #[error("{}:{}: {}", file.display(), source.line(), strip_line(&source.to_string()))]
     Syntax { file: PathBuf, source: lexer::LexError },
@@ -53,7 +47,7 @@ pub enum ImportError {
 
 /// Reads the HAProxy config at `path` and translates it.
 pub fn import(path: &Path, options: &Options) -> Result<Imported, ImportError> {
-    let text = read_text(path)?;
+    let text = source::read_text(path)?;
     import_text(&text, path, options)
 }
 
@@ -67,20 +61,4 @@ pub fn import_text(text: &str, path: &Path, options: &Options) -> Result<Importe
         Some(file) => Ok(Imported { yaml: file.render(), warnings: diagnostics }),
         None => Err(ImportError::Untranslatable(diagnostics)),
     }
-}
-
-fn read_text(path: &Path) -> Result<String, ImportError> {
-    let read_error = |source| ImportError::Read { file: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_error)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ImportError::TooLarge { file: path.to_path_buf() });
-    }
-    String::from_utf8(bytes).map_err(|_| ImportError::NotText { file: path.to_path_buf() })
-}
-
-/// A lexer message without its `line N: ` prefix (the error names the line itself).
-fn strip_line(message: &str) -> String {
-    message.split_once(": ").map_or(message, |(_, rest)| rest).to_string()
 }
