@@ -18,6 +18,7 @@ mod container;
 mod deploy;
 mod fd_limit;
 mod hello_limits;
+mod import_haproxy;
 mod import_nginx;
 mod inbound_proxy;
 mod layout_docs;
