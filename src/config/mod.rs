@@ -29,7 +29,7 @@ pub use yaml_depth::MAX_DEPTH as MAX_NESTING_DEPTH;
 
 // The runtime model and the defaults, under the names the schema's users know them by.
 pub use crate::proxy::backend::{
-    Backend, HealthCheck, HealthCheckKind, Identity, OnBackendDown, ProxyProtocol, DEFAULT_CONNECT_TIMEOUT,
+    Backend, Balance, HealthCheck, HealthCheckKind, Identity, OnBackendDown, ProxyProtocol, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_MAX_FAILS,
 };

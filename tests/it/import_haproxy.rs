@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::proxy::{PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL};
 use crate::support::tls::{simple_client, tls_connect};
 use crate::support::*;
-use snigate::config::{self, ClientAuth, Mode, OnBackendDown, ProxyProtocol, RawConfig, TlsVersion};
+use snigate::config::{self, Balance, ClientAuth, Mode, OnBackendDown, ProxyProtocol, RawConfig, TlsVersion};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 
@@ -224,7 +224,7 @@ fn sni_passthrough_config_becomes_passthrough_routes_with_backup_and_least_conne
     let mqtt = route(&raw, "mqtt_pool");
     assert_eq!(mqtt.backend.servers, ["127.0.0.1:18883", "127.0.0.1:18884"]);
     assert_eq!(mqtt.backend.backup_servers, ["127.0.0.1:18885"], "`backup`");
-    assert_eq!(format!("{:?}", mqtt.backend.balance), "LeastConnections", "balance leastconn");
+    assert_eq!(mqtt.backend.balance, Balance::LeastConnections, "balance leastconn");
     assert_eq!(mqtt.backend.proxy_protocol, ProxyProtocol::V2);
     assert_eq!(mqtt.backend.on_backend_down, OnBackendDown::CloseSessions, "on-marked-down shutdown-sessions");
     let check = mqtt.backend.health_check.as_ref().expect("check");
@@ -233,9 +233,9 @@ fn sni_passthrough_config_becomes_passthrough_routes_with_backup_and_least_conne
         (Some(Duration::from_secs(3)), Some(2), Some(4)),
         "default-server inter 3s rise 2 fall 4"
     );
-    assert_eq!(format!("{:?}", route(&raw, "tenants").backend.balance), "ClientIp", "balance source");
+    assert_eq!(route(&raw, "tenants").backend.balance, Balance::ClientIp, "balance source");
     assert_eq!(route(&raw, "web").backend.servers, ["127.0.0.1:20443", "127.0.0.1:20444"]);
-    assert_eq!(format!("{:?}", route(&raw, "web").backend.balance), "RoundRobin");
+    assert_eq!(route(&raw, "web").backend.balance, Balance::RoundRobin);
     assert_eq!(loaded.limits.idle_timeout, Duration::from_secs(600));
     assert_eq!(loaded.limits.hello_timeout, Duration::from_secs(5), "tcp-request inspect-delay 5s");
     assert_eq!(loaded.limits.max_connections, 10000, "the frontend's maxconn, below global's");

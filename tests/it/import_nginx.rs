@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::support::*;
-use snigate::config::{self, ClientAuth, Mode, ProxyProtocol, RawConfig, TlsVersion};
+use snigate::config::{self, Balance, ClientAuth, Mode, ProxyProtocol, RawConfig, TlsVersion};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
@@ -200,6 +200,7 @@ fn whole_nginx_conf_with_events_http_and_globbed_includes_is_translated() {
     assert_eq!((route.name.as_str(), route.mode), ("app_pool", Mode::Terminate));
     assert!(route.sni.is_empty());
     assert_eq!(route.backend.servers, ["127.0.0.1:9001", "127.0.0.1:9002"]);
+    assert_eq!(route.backend.balance, Balance::LeastConnections, "least_conn");
     let tls = route.tls.as_ref().unwrap();
     assert_eq!(tls.min_version, TlsVersion::Tls13, "ssl_protocols TLSv1.3 inherited from stream {{}}");
     assert!(!tls.session_resumption, "ssl_session_tickets off inherited from stream {{}}");
@@ -209,7 +210,7 @@ fn whole_nginx_conf_with_events_http_and_globbed_includes_is_translated() {
     assert_eq!(loaded.limits.idle_timeout, Duration::from_secs(3600));
 
     let included = dir_copy.join("stream.d");
-    assert!(err.contains(&format!("{}:3: warning: `least_conn` ignored", included.join("10-upstreams.conf").display())));
+    assert!(!err.contains("least_conn"), "least_conn is translated, not warned about: {err}");
     assert!(
         err.contains(&format!("{}:5: warning: `ssl_session_cache` ignored", included.join("20-server.conf").display()))
     );

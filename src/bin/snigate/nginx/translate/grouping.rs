@@ -115,6 +115,7 @@ impl Translator {
                 servers: pool.servers,
                 backup_servers: pool.backups,
                 backup_note: "nginx `backup`",
+                balance: pool.balance,
                 connect_timeout: template.connect_timeout.clone(),
                 ..template.clone()
             });

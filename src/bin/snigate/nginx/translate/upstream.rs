@@ -1,6 +1,7 @@
 //! `upstream name { server host:port …; }` and the addresses `proxy_pass` names: a backend's
-//! server list. snigate connects to TCP `host:port` backends round-robin, with no weights; nginx
-//! `backup` servers become `backup_servers`.
+//! server list. snigate connects to TCP `host:port` backends, with no weights; nginx `backup`
+//! servers become `backup_servers`, and `least_conn`, `ip_hash` and `hash $remote_addr` the
+//! matching `balance`.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,8 @@ pub(super) struct Upstream<'a> {
 pub(super) struct Pool {
     pub(super) servers: Vec<String>,
     pub(super) backups: Vec<String>,
+    /// `balance:` when the upstream picks servers otherwise than round robin.
+    pub(super) balance: Option<&'static str>,
 }
 
 impl Translator {
@@ -29,6 +32,7 @@ impl Translator {
         };
         let mut servers = Vec::new();
         let mut backups = Vec::new();
+        let mut balance = None;
         for child in directive.children() {
             match child.name.as_str() {
                 "server" => {
@@ -58,7 +62,8 @@ impl Translator {
                     }
                 }
                 "zone" | "keepalive" | "keepalive_timeout" | "keepalive_requests" => {}
-                "hash" | "least_conn" | "random" | "least_time" | "ip_hash" => self.warn(
+                "least_conn" | "ip_hash" | "hash" => balance = self.balance(child).or(balance),
+                "random" | "least_time" => self.warn(
                     child,
                     format!(
                         "`{}` ignored: snigate starts each connection at the next server (round-robin)",
@@ -72,7 +77,31 @@ impl Translator {
             let why = if backups.is_empty() { "" } else { " (only `backup` servers)" };
             self.error(directive, format!("upstream {name:?} has no usable server{why}"));
         }
-        Some((name.clone(), Upstream { directive, pool: Pool { servers, backups } }))
+        Some((name.clone(), Upstream { directive, pool: Pool { servers, backups, balance } }))
+    }
+
+    /// `least_conn`, `ip_hash`, `hash KEY [consistent]` as a `balance`, or a warning.
+    fn balance(&mut self, directive: &Directive) -> Option<&'static str> {
+        match (directive.name.as_str(), directive.args.iter().map(String::as_str).collect::<Vec<_>>().as_slice()) {
+            ("least_conn", []) => Some("least_connections"),
+            ("ip_hash", []) => {
+                self.warn(directive, "`ip_hash` → `balance: client_ip`: nginx hashes an IPv4 client's first three octets (a /24 shares a server), snigate the whole address; a server going down moves only its clients in both");
+                Some("client_ip")
+            }
+            ("hash", ["$remote_addr"] | ["$remote_addr", "consistent"]) => {
+                if directive.args.len() == 1 {
+                    self.warn(directive, "`hash $remote_addr` → `balance: client_ip`, which is consistent (rendezvous hashing): a server going down moves only its clients, where nginx without `consistent` remaps most of them");
+                }
+                Some("client_ip")
+            }
+            (name, _) => {
+                self.warn(
+                    directive,
+                    format!("`{name} {}` ignored: snigate balances on the client address (`client_ip`), connection counts or round robin only", directive.args.join(" ")),
+                );
+                None
+            }
+        }
     }
 
     /// `host:port` as the schema takes it; nginx also allows `unix:` sockets, which snigate does not.
@@ -111,8 +140,44 @@ impl Translator {
         }
         let address = self.backend_address(proxy_pass, value)?;
         Some((
-            Pool { servers: vec![address], backups: Vec::new() },
+            Pool { servers: vec![address], backups: Vec::new(), balance: None },
             format!("proxy_pass {value} ({})", proxy_pass.at()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::run;
+
+    /// The `balance` a one-server-block config with `method;` in its upstream translates to, and
+    /// the warnings.
+    fn balance_of(method: &str) -> (Option<String>, Vec<String>) {
+        let (file, messages) = run(&format!(
+            "stream {{ upstream u {{ {method} server 127.0.0.1:1883; server 127.0.0.1:1884; }}
+                       server {{ listen 1883; proxy_pass u; }} }}"
+        ));
+        let file = file.unwrap_or_else(|| panic!("{messages:?}"));
+        let balance = format!("{:?}", file.routes[0].backend.balance);
+        ((balance != "RoundRobin").then_some(balance), messages)
+    }
+
+    #[test]
+    fn upstream_methods_become_balance_with_the_differences_said() {
+        assert_eq!(balance_of("").0, None, "round robin");
+        assert_eq!(balance_of("least_conn;"), (Some("LeastConnections".into()), vec![]));
+        let (balance, warnings) = balance_of("ip_hash;");
+        assert_eq!(balance, Some("ClientIp".into()));
+        assert!(warnings.iter().any(|w| w.contains("first three octets")), "{warnings:?}");
+        assert_eq!(balance_of("hash $remote_addr consistent;"), (Some("ClientIp".into()), vec![]));
+        let (balance, warnings) = balance_of("hash $remote_addr;");
+        assert_eq!(balance, Some("ClientIp".into()));
+        assert!(warnings.iter().any(|w| w.contains("without `consistent`")), "{warnings:?}");
+        let (balance, warnings) = balance_of("hash $ssl_preread_server_name;");
+        assert_eq!(balance, None, "other keys are not translated");
+        assert!(warnings.iter().any(|w| w.contains("ignored")), "{warnings:?}");
+        let (balance, warnings) = balance_of("random two least_conn;");
+        assert_eq!(balance, None);
+        assert!(warnings.iter().any(|w| w.contains("`random` ignored")), "{warnings:?}");
     }
 }
