@@ -12,6 +12,7 @@ mod backend_failover;
 mod cert_dir;
 mod check_cli;
 mod client_certificates;
+mod crl_fetch;
 mod close_causes;
 mod completions_man;
 mod container;
