@@ -41,9 +41,9 @@ pub enum CrlUrlError {
 
 /// Checks one `crl_urls` entry.
 pub fn parse_crl_url(url: &str) -> Result<Uri, CrlUrlError> {
-    let uri: Uri = url.parse().map_err(|error: hyper::http::uri::InvalidUri| {
-        CrlUrlError::Syntax(url.to_string(), error.to_string())
-    })?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|error: hyper::http::uri::InvalidUri| CrlUrlError::Syntax(url.to_string(), error.to_string()))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => return Err(CrlUrlError::Https(url.to_string())),

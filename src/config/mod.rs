@@ -33,13 +33,13 @@ pub use crate::proxy::backend::{
     DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_MAX_FAILS,
 };
+pub use crate::proxy::fetched_crls::FetchedCrls;
 pub use crate::proxy::limits::{
     Limits, DEFAULT_CLOSE_JITTER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_HELLO_BYTES,
 };
 pub use crate::proxy::route::{Mode, Route};
-pub use crate::proxy::fetched_crls::FetchedCrls;
 pub use crate::proxy::tls_settings::{ClientAuth, TlsVersion};
 
 use crate::proxy::routes::RouteTable;

@@ -17,6 +17,7 @@ use crate::proxy::backend::{
     Backend, Balance, HealthCheck, Identity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_FAILS,
 };
+use crate::proxy::fetched_crls::FetchedCrls;
 use crate::proxy::limits::{
     Limits, DEFAULT_CLOSE_JITTER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
@@ -25,7 +26,6 @@ use crate::proxy::limits::{
 use crate::proxy::mqtt_admission::{
     ClientIdRule, MqttSettings, UsernameRule, DEFAULT_MQTT_CONNECT_TIMEOUT, DEFAULT_MQTT_MAX_CONNECT_BYTES,
 };
-use crate::proxy::fetched_crls::FetchedCrls;
 use crate::proxy::pem_files::{self, LeafFacts};
 use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};

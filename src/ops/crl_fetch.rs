@@ -272,7 +272,11 @@ fn report_unusable(url: &str, held: Option<&HeldCrl>) {
     match held {
         None => tracing::warn!(url, "no CRL from this URL yet: routes naming it refuse client certificates"),
         Some(HeldCrl { next_update: Some(next_update), .. }) if *next_update <= unix_now() => {
-            tracing::warn!(url, next_update, "the CRL in use is past its nextUpdate and no fresh one came; still using it");
+            tracing::warn!(
+                url,
+                next_update,
+                "the CRL in use is past its nextUpdate and no fresh one came; still using it"
+            );
         }
         Some(_) => {}
     }
@@ -293,7 +297,8 @@ fn crl_dates(crls: &[rustls_pki_types::CertificateRevocationListDer<'_>]) -> Res
     let mut this_update = i64::MAX;
     let mut next_update: Option<i64> = None;
     for der in crls {
-        let (_, crl) = CertificateRevocationList::from_der(der).map_err(|error| FetchError::NotCrl(error.to_string()))?;
+        let (_, crl) =
+            CertificateRevocationList::from_der(der).map_err(|error| FetchError::NotCrl(error.to_string()))?;
         this_update = this_update.min(crl.last_update().timestamp());
         if let Some(at) = crl.next_update() {
             next_update = Some(next_update.map_or(at.timestamp(), |first| first.min(at.timestamp())));

@@ -500,8 +500,13 @@ impl LoadCache {
         if let Some(cached) = self.verifiers.get(&key) {
             return cached.clone().map(|verifier| (Some(verifier), crls));
         }
-        let built = build_verifier(&mut self.files, ca, &key, crls.clone(), provider)
-            .map(|verifier| if missing { CrlPending::wrap(verifier) } else { verifier });
+        let built = build_verifier(&mut self.files, ca, &key, crls.clone(), provider).map(|verifier| {
+            if missing {
+                CrlPending::wrap(verifier)
+            } else {
+                verifier
+            }
+        });
         self.verifiers.insert(key, built.clone());
         built.map(|verifier| (Some(verifier), crls))
     }
