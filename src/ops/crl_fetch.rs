@@ -349,3 +349,88 @@ fn unix_now() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer, KeyIdMethod,
+        KeyPair, KeyUsagePurpose, SerialNumber,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A CRL of a throwaway CA, issued on `this_update` (a year, 1 January), as DER and PEM.
+    fn crl(this_update: i32) -> (Vec<u8>, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = Issuer::new(params, key);
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(this_update, 1, 1),
+            next_update: date_time_ymd(this_update + 1, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        (crl.der().to_vec(), crl.pem().unwrap().into_bytes())
+    }
+
+    #[test]
+    fn der_and_pem_crls_are_accepted_with_their_dates_and_anything_else_is_not() {
+        let (der, pem) = crl(2030);
+        let held = accept(der, None).unwrap();
+        assert_eq!((held.this_update, held.next_update), (1_893_456_000, Some(1_924_992_000)));
+        assert_eq!(accept(pem, None).unwrap().this_update, 1_893_456_000);
+        assert!(matches!(accept(b"<html>not found</html>".to_vec(), None), Err(FetchError::NotCrl(_))));
+        assert!(matches!(accept(Vec::new(), None), Err(FetchError::NotCrl(_))));
+    }
+
+    #[test]
+    fn a_crl_older_than_the_one_held_is_refused() {
+        let (older, _) = crl(2029);
+        let error = accept(older, Some(1_893_456_000)).unwrap_err();
+        assert!(matches!(error, FetchError::Older { .. }), "{error}");
+        let (same_day, _) = crl(2030);
+        assert!(accept(same_day, Some(1_893_456_000)).is_ok(), "a reissue of the same date is taken");
+    }
+
+    /// Serves one answer: `head`, then `body_bytes` zero bytes.
+    async fn one_answer(head: String, body_bytes: usize) -> Uri {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri = format!("http://{}/ca.crl", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = body_bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if tcp.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        uri
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_size_cap_or_not_200_is_a_failure() {
+        let too_large = MAX_CRL_BYTES + 1;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {too_large}\r\n\r\n");
+        let error = fetch(&one_answer(head, too_large).await).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge), "{error}");
+        let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string();
+        let error = fetch(&one_answer(head, 0).await).await.unwrap_err();
+        assert!(matches!(error, FetchError::Status(StatusCode::SERVICE_UNAVAILABLE)), "{error}");
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n".to_string();
+        assert_eq!(fetch(&one_answer(head, 3).await).await.unwrap(), vec![0, 0, 0]);
+    }
+}
