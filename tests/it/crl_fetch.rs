@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::ops::*;
 use crate::support::tls::{expect_refused, simple_client, tls_connect};
@@ -188,7 +188,10 @@ async fn start(keys: Keys, url: &str, extra_tls: &[&str]) -> Setup {
 async fn setup_with_server(first: impl Fn(&Keys) -> Option<Vec<u8>>, extra_tls: &[&str]) -> (Setup, CrlServer) {
     let keys = Keys::new();
     let server = CrlServer::start(first(&keys)).await;
-    (start(keys, &server.url(), extra_tls).await, server)
+    let started = Instant::now();
+    let setup = start(keys, &server.url(), extra_tls).await;
+    println!("proxy started with its CRL fetched in {:?}", started.elapsed());
+    (setup, server)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,6 +218,7 @@ async fn a_changed_crl_is_picked_up_at_the_next_refresh() {
     let (s, server) = setup_with_server(|keys| Some(keys.crl(&[])), &[]).await;
     s.accepted(&s.keys.bad).await.expect("not revoked yet");
     server.serve_bytes(s.keys.crl(&[&s.keys.bad]));
+    let changed = Instant::now();
     eventually(REFRESH_WAIT, "the refreshed CRL to refuse the newly revoked certificate", || async {
         let attempt = s.accepted(&s.keys.bad).await;
         match s.handshake_failures("certificate_revoked") {
@@ -223,6 +227,7 @@ async fn a_changed_crl_is_picked_up_at_the_next_refresh() {
         }
     })
     .await;
+    println!("new CRL served to the revoked certificate refused: {:?}", changed.elapsed());
     assert!(server.requests() >= 2, "fetched at start and again at a refresh");
     println!("after the refresh: {}", s.refused(&s.keys.bad).await);
     s.accepted(&s.keys.good).await.expect("the good certificate still passes");
@@ -253,7 +258,9 @@ async fn a_route_whose_crl_never_came_refuses_client_certificates_until_it_does(
     println!("no CRL yet: {}", s.refused(&s.keys.good).await);
     s.counted("revocation_unknown", 1.0).await;
     let server = CrlServer::start_on(port, Some(s.keys.crl(&[&s.keys.bad]))).await;
+    let up = Instant::now();
     eventually(REFRESH_WAIT, "the route to accept once its CRL is fetched", || s.accepted(&s.keys.good)).await;
+    println!("CRL server up to the route accepting: {:?}", up.elapsed());
     assert!(server.requests() >= 1);
     s.refused(&s.keys.bad).await;
     s.counted("certificate_revoked", 1.0).await;
@@ -267,7 +274,9 @@ async fn revoke_live_closes_a_session_a_fetched_crl_revokes() {
     echo(&mut bad, b"b-1").await.unwrap();
     echo(&mut good, b"g-1").await.unwrap();
     server.serve_bytes(s.keys.crl(&[&s.keys.bad]));
+    let changed = Instant::now();
     let closed = within_for(REFRESH_WAIT, "the revoked live session to be closed", read_until_closed(&mut bad)).await;
+    println!("new CRL served to the live session closed: {:?}", changed.elapsed());
     assert!(closed.bytes().is_empty(), "no data after revocation: {closed:?}");
     echo(&mut good, b"g-2").await.expect("the good session stays");
     eventually(Duration::from_secs(3), "the close to be counted as certificate_revoked", || async {
@@ -300,4 +309,18 @@ fn check_reports_a_crl_url_it_cannot_fetch_at_its_position_without_fetching() {
     assert_eq!(https.line, line_of("crl_urls"), "{text}");
     assert!(https.column > 1, "{text}");
     assert!(errors.0.iter().any(|e| e.message.contains("must start with http://")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_server_that_never_answers_delays_the_start_by_the_bounded_wait_only() {
+    // Connects complete into the listen backlog; nothing ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ca.crl", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let s = start(Keys::new(), &url, &[]).await;
+    let waited = started.elapsed();
+    println!("start with a silent CRL server took {waited:?}");
+    assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(9), "{waited:?}");
+    println!("no CRL yet: {}", s.refused(&s.keys.good).await);
+    s.counted("revocation_unknown", 1.0).await;
 }
