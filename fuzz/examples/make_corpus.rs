@@ -8,6 +8,8 @@
 //!   LOCAL, UDP, UNIX, TLVs including PP2_TYPE_SSL), some followed by the start of a hello;
 //! - `config_parse`: `routes.example.yaml` and variants;
 //! - `nginx_import`: the nginx configs of the import tests (`tests/data/nginx/`);
+//! - `haproxy_import`: the HAProxy configs of the import tests (`tests/data/haproxy/`) and a few
+//!   written for the lexer (quotes, escapes, variables) and missing certificates;
 //! - `mqtt_connect`: the paho-mqtt CONNECTs of `src/proxy/mqtt/testdata/` and CONNECTs written
 //!   from the 3.1.1 and 5.0 specs, valid and not.
 //!
@@ -29,11 +31,12 @@ type WriteCorpus = fn(&Path);
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let named: Vec<String> = std::env::args().skip(1).collect();
-    let writers: [(&str, WriteCorpus); 5] = [
+    let writers: [(&str, WriteCorpus); 6] = [
         ("hello_parse", hellos),
         ("inbound_parse", proxy_headers),
         ("config_parse", configs),
         ("nginx_import", nginx_configs),
+        ("haproxy_import", haproxy_configs),
         ("mqtt_connect", mqtt_connects),
     ];
     for (target, write_corpus) in writers {
@@ -367,6 +370,29 @@ fn nginx_configs(dir: &Path) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HAProxy configs: the import tests' fixtures, and inputs for the lexer and missing files.
+
+fn haproxy_configs(dir: &Path) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/haproxy");
+    for entry in fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        write(dir, &path.file_name().unwrap().to_string_lossy(), &fs::read(&path).unwrap());
+    }
+    write(
+        dir,
+        "terminate-missing-certs.cfg",
+        b"frontend fe\n  bind :443 ssl crt /nonexistent/a.pem crt-list /nonexistent/list.txt verify required ca-file ca.pem\n  use_backend be if { ssl_fc_sni -i a.test } || { ssl_fc_sni -m end .b.test }\n  default_backend be\nbackend be\n  server s 127.0.0.1:1 check\n",
+    );
+    write(
+        dir,
+        "listen-quoted.cfg",
+        b"listen mqtt\n  bind ipv4@127.0.0.1:1883,127.0.0.1:1884 accept-proxy\n  tcp-request connection expect-proxy layer4 if { src 10.0.0.0/8 }\n  server a \"127.0.0.1:11883\" send-proxy\n  server b [::1]:11883 backup send-proxy\n  timeout client 1m\n  timeout server 2m\n",
+    );
+    write(dir, "env-variable.cfg", b"global\n  crt-base \"${CERTS}\"\n");
+    write(dir, "escapes.cfg", b"frontend \"a b\" #c\n  acl x req_ssl_sni \\x41 'q r' \\#\n  bind :1 \\\n");
 }
 
 // ---------------------------------------------------------------------------------------------

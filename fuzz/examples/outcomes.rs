@@ -74,6 +74,18 @@ fn label_nginx(bytes: &[u8]) -> String {
     }
 }
 
+fn label_haproxy(bytes: &[u8]) -> String {
+    use snigate_fuzz::haproxy::{import_text, ImportError, Options};
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return "not UTF-8".into();
+    };
+    match import_text(text, std::path::Path::new(snigate_fuzz::HAPROXY_PATH), &Options::default()) {
+        Ok(imported) => format!("translated: {} warning(s)", imported.warnings.len()),
+        Err(ImportError::Syntax { .. }) => "syntax error".into(),
+        Err(_) => "refused".into(),
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let target = args.next().expect("usage: outcomes <target> <dir>...");
@@ -82,6 +94,7 @@ fn main() {
         "inbound_parse" => label_inbound,
         "config_parse" => label_config,
         "nginx_import" => label_nginx,
+        "haproxy_import" => label_haproxy,
         other => panic!("unknown target {other}"),
     };
     let mut histogram: BTreeMap<String, usize> = BTreeMap::new();

@@ -11,8 +11,12 @@ use std::path::Path;
 use snigate::hello::{self, HelloError, Progress};
 use snigate::inbound;
 
-/// The nginx importer is part of the `snigate` command, not of the library: the fuzz targets
-/// compile the command's own source files.
+/// The importers are part of the `snigate` command, not of the library: the fuzz targets compile
+/// the command's own source files (`import` is what both share).
+#[path = "../../src/bin/snigate/haproxy/mod.rs"]
+pub mod haproxy;
+#[path = "../../src/bin/snigate/import/mod.rs"]
+pub mod import;
 #[path = "../../src/bin/snigate/nginx/mod.rs"]
 pub mod nginx;
 
@@ -279,6 +283,45 @@ fn check_rewrite(buf: &[u8], before: &snigate::mqtt::connect::Connect, username:
     assert_eq!(rewritten[after.username_span.end..], buf[before.username_span.end..before.len], "password changed");
 }
 
+/// Where the fuzzed HAProxy config claims to live; relative certificate paths resolve under it.
+pub const HAPROXY_PATH: &str = "/nonexistent/haproxy.cfg";
+
+/// Target `haproxy_import`: `snigate import-haproxy` on arbitrary UTF-8 text — the HAProxy lexer,
+/// the sections and the translation (certificate and pattern files named relative to the config
+/// do not exist, so they are errors).
+///
+/// Invariants checked:
+/// - never panics;
+/// - a syntax error, and every finding, names a line within the text (0: the file as a whole);
+/// - no translation without an error finding, and none with one;
+/// - a translation is YAML that snigate's schema reads (`RawConfig`), whatever names, paths or
+///   quotes the HAProxy text held.
+pub fn haproxy_import(data: &[u8]) {
+    use crate::haproxy::{import_text, ImportError, Options};
+    use crate::import::diagnostic::Severity;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = text.lines().count().max(1);
+    match import_text(text, Path::new(HAPROXY_PATH), &Options::default()) {
+        Ok(imported) => {
+            assert!(imported.warnings.iter().all(|d| d.severity == Severity::Warning), "a file despite an error");
+            assert!(imported.warnings.iter().all(|d| d.line <= lines), "a warning past the last line");
+            if let Err(error) = yaml_serde::from_str::<snigate::config::RawConfig>(&imported.yaml) {
+                panic!("the routes file does not fit the schema: {error}\n{}", imported.yaml);
+            }
+        }
+        Err(ImportError::Syntax { source, .. }) => {
+            assert!((1..=lines).contains(&source.line()), "syntax error line {} of {lines}", source.line());
+        }
+        Err(ImportError::Untranslatable(diagnostics)) => {
+            assert!(diagnostics.iter().any(|d| d.severity == Severity::Error), "no file and no error");
+            assert!(diagnostics.iter().all(|d| d.line <= lines), "a finding past the last line");
+        }
+        Err(other) => panic!("text needs no file read: {other}"),
+    }
+}
+
 /// Target by name, for the corpus test and the `replay` example.
 pub fn target(name: &str) -> Option<fn(&[u8])> {
     match name {
@@ -286,10 +329,12 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "inbound_parse" => Some(inbound_parse),
         "config_parse" => Some(config_parse),
         "nginx_import" => Some(nginx_import),
+        "haproxy_import" => Some(haproxy_import),
         "mqtt_connect" => Some(mqtt_connect),
         _ => None,
     }
 }
 
 /// Names of all targets, as in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 5] = ["hello_parse", "inbound_parse", "config_parse", "nginx_import", "mqtt_connect"];
+pub const TARGETS: [&str; 6] =
+    ["hello_parse", "inbound_parse", "config_parse", "nginx_import", "haproxy_import", "mqtt_connect"];

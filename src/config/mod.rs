@@ -17,6 +17,7 @@ mod crl_url;
 mod duration;
 mod error;
 mod schema;
+mod ticket_key_file;
 mod validate;
 mod yaml_depth;
 mod yaml_position;
@@ -24,7 +25,8 @@ mod yaml_position;
 pub use crl_url::{parse_crl_url, CrlSource, CrlUrlError, DEFAULT_CRL_REFRESH, MIN_CRL_REFRESH};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
-pub use schema::{RawBackend, RawConfig, RawHealthCheck, RawLimits, RawRoute, RawTls};
+pub use schema::{RawBackend, RawConfig, RawHealthCheck, RawLimits, RawRoute, RawSessionTickets, RawTls};
+pub use ticket_key_file::DEFAULT_TICKET_LIFETIME;
 pub use yaml_depth::MAX_DEPTH as MAX_NESTING_DEPTH;
 
 // The runtime model and the defaults, under the names the schema's users know them by.

@@ -36,8 +36,25 @@ pub struct RawConfig {
     /// Proxy-wide limits; every one has a default.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Ticket keys shared by a fleet of snigates. Default none: each route has a random ticket
+    /// key of this process (kept across reloads that leave the route's TLS identity alone).
+    #[serde(default)]
+    pub session_tickets: Option<RawSessionTickets>,
     /// Required, at least one.
     pub routes: Vec<RawRoute>,
+}
+
+/// `session_tickets:` (see `proxy/session_tickets.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessionTickets {
+    /// One key per line, base64 of 32 random bytes (`snigate ticket-key`); the first encrypts,
+    /// every one decrypts. Required. Watched like certificates.
+    pub key_file: PathBuf,
+    /// How long a ticket is announced to be valid, and so how long an old key must stay in the
+    /// file after a new one was prepended. Default 12h.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::crl_url::CrlSources;
 use super::error::{ConfigError, ConfigErrors, Reporter};
 use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls};
+use super::ticket_key_file;
 use super::yaml_position::Span;
 use super::Config;
 use crate::proxy::backend::{
@@ -65,6 +66,10 @@ pub(super) fn validate(
     let now = unix_now();
     let mut cache = LoadCache::new(now, fetched_crls);
     let mut crl_sources = CrlSources::default();
+    if let Some(raw_tickets) = &raw.session_tickets {
+        files.add(base_dir.join(&raw_tickets.key_file));
+        cache.ticket_keys = ticket_key_file::load(raw_tickets, base_dir, report, &mut found.errors);
+    }
     let mut routes = Vec::new();
     for (raw_route, &span) in raw.routes.iter().zip(&spans) {
         let first_pattern = names.patterns.len();
@@ -270,7 +275,8 @@ fn build_route_tls(
     };
     match (raw_route.mode, &raw_route.tls) {
         (Mode::Terminate, Some(raw_tls)) => {
-            match RouteTls::build(&tls_settings(raw_tls, &raw_route.alpn), identity, base_dir, cache) {
+            let settings = tls_settings(raw_tls, &raw_route.alpn);
+            match RouteTls::build(&raw_route.name, &settings, identity, base_dir, cache) {
                 Ok(built) => {
                     found.certificate.extend(built.warnings.into_iter().map(place));
                     Some(built.tls)

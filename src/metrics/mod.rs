@@ -57,6 +57,13 @@ struct RouteVersion {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteResumed {
+    route: String,
+    /// `true` for a resumed session (ticket or session id), `false` for a full handshake.
+    resumed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
 }
@@ -96,6 +103,7 @@ pub struct Metrics {
     closes: Family<RouteReason, Counter>,
     handshake_seconds: HistogramFamily,
     handshake_failures: Family<RouteReason, Counter>,
+    tls_handshakes: Family<RouteResumed, Counter>,
     bytes: Family<BytesLabels, Counter>,
     backend_connect_failures: Family<RouteServer, Counter>,
     backend_up: Family<RouteServer, Gauge>,
@@ -124,6 +132,8 @@ pub struct RouteMetrics {
     connections: Counter,
     active: Gauge,
     handshake_seconds: Histogram,
+    full_handshakes: Counter,
+    resumed_handshakes: Counter,
     bytes_in: Counter,
     bytes_out: Counter,
 }
@@ -146,8 +156,10 @@ impl RouteMetrics {
         ActiveConnection(self.active.clone())
     }
 
-    pub fn handshake(&self, duration: Duration) {
+    /// A TLS handshake completed in `duration`, full or resumed.
+    pub fn handshake(&self, duration: Duration, resumed: bool) {
         self.handshake_seconds.observe(duration.as_secs_f64());
+        if resumed { &self.resumed_handshakes } else { &self.full_handshakes }.inc();
     }
 
     pub fn transferred(&self, client_to_backend: u64, backend_to_client: u64) {
@@ -169,6 +181,7 @@ impl Metrics {
             closes: Family::default(),
             handshake_seconds: Family::new_with_constructor(handshake_histogram),
             handshake_failures: Family::default(),
+            tls_handshakes: Family::default(),
             bytes: Family::default(),
             backend_connect_failures: Family::default(),
             backend_up: Family::default(),
@@ -219,6 +232,11 @@ impl Metrics {
             "handshake_failures",
             "Failed TLS handshakes on terminate routes, by reason",
             self.handshake_failures.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "Completed TLS handshakes on terminate routes, full (resumed=false) or resumed (resumed=true)",
+            self.tls_handshakes.clone(),
         );
         r.register("bytes", "Bytes relayed, by route, mode and direction", self.bytes.clone());
         r.register(
@@ -290,6 +308,9 @@ impl Metrics {
         let connections = self.connections.get_or_create(&labels).clone();
         let active = self.active.get_or_create(&labels).clone();
         let handshake_seconds = self.handshake_seconds.get_or_create(&RouteOnly { route: route.to_string() }).clone();
+        let handshakes = |resumed| RouteResumed { route: route.to_string(), resumed };
+        let full_handshakes = self.tls_handshakes.get_or_create(&handshakes("false")).clone();
+        let resumed_handshakes = self.tls_handshakes.get_or_create(&handshakes("true")).clone();
         let bytes_in = self.bytes.get_or_create(&bytes("client_to_backend")).clone();
         let bytes_out = self.bytes.get_or_create(&bytes("backend_to_client")).clone();
         let handles = Arc::new(RouteMetrics {
@@ -298,6 +319,8 @@ impl Metrics {
             connections,
             active,
             handshake_seconds,
+            full_handshakes,
+            resumed_handshakes,
             bytes_in,
             bytes_out,
         });
@@ -444,7 +467,7 @@ mod tests {
         assert!(Arc::ptr_eq(&route, &metrics.route("tenant-a", "terminate")));
         let active = route.opened();
         route.transferred(10, 20);
-        route.handshake(Duration::from_millis(3));
+        route.handshake(Duration::from_millis(3), true);
         metrics.rejected(CloseCause::UnknownSni);
         metrics.config_loaded(true);
         let text = metrics.encode();
@@ -457,6 +480,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("snigate_connections_rejected_total{reason=\"unknown_sni\"} 1"), "{text}");
+        assert!(text.contains("snigate_tls_handshakes_total{route=\"tenant-a\",resumed=\"true\"} 1"), "{text}");
+        assert!(text.contains("snigate_tls_handshakes_total{route=\"tenant-a\",resumed=\"false\"} 0"), "{text}");
         assert!(text.contains("snigate_handshake_duration_seconds_count{route=\"tenant-a\"} 1"), "{text}");
         drop(active);
         assert!(metrics.encode().contains("snigate_connections_active{route=\"tenant-a\",mode=\"terminate\"} 0"));

@@ -376,6 +376,8 @@ fn apply_loaded(
     let routes = config.routes;
     let (routes_added, routes_removed) = count_added_and_removed(&shared.routes.load(), &routes);
     carry_over_health(&shared.routes.load(), &routes);
+    let sessions_kept = carry_over_sessions(&shared.routes.load(), &routes);
+    tracing::debug!(routes = sessions_kept, "session caches and ticket keys kept across the reload");
     forget_removed_series(metrics, &shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
     shared.context.store(Arc::new(apply_settings(&context, &config.limits, config.accept_proxy_from, &shared.permits)));
@@ -439,6 +441,20 @@ fn carry_over_health(old: &RouteTable, new: &RouteTable) {
             }
         }
     }
+}
+
+/// A terminate route whose certificates, client CA and client-auth policy are unchanged keeps
+/// its session cache and ticket key, so its clients resume after the reload (see
+/// `proxy::resumption`). Returns how many routes kept theirs.
+fn carry_over_sessions(old: &RouteTable, new: &RouteTable) -> usize {
+    new.routes()
+        .iter()
+        .filter_map(|route| {
+            let previous = old.routes().iter().find(|r| r.name == route.name)?;
+            Some(route.tls.as_ref()?.carry_sessions_from(previous.tls.as_ref()?))
+        })
+        .filter(|&kept| kept)
+        .count()
 }
 
 /// Drops the gauges of routes and servers a reload removed, so alerts on them stop.

@@ -2,8 +2,9 @@
 //! goes with each. Nothing here parses PEM (that is `pem_files.rs`, once per load) or chooses a
 //! certificate for a handshake (that is `cert_resolver.rs`).
 //!
-//! A `NAME.pem` holds a chain and its key (HAProxy's one-file format); a `NAME.crt` takes its key
-//! from `NAME.key` next to it. Other files (`.ocsp`, `README`), hidden files (Kubernetes'
+//! A `NAME.pem` holds a chain and its key (HAProxy's one-file format), or takes its key from
+//! `NAME.pem.key` next to it when that exists (as HAProxy's `crt` directories do); a `NAME.crt`
+//! takes its key from `NAME.key` next to it. Other files (`.ocsp`, `README`), hidden files (Kubernetes'
 //! `..data`) and subdirectories are left alone; symlinks are followed. Entries sort by file name,
 //! which is what makes "the first file" (the default certificate without `cert`) well defined.
 
@@ -74,7 +75,9 @@ fn pair_up(files: &[PathBuf]) -> Listing {
         let name = file_name(file);
         match extension(file) {
             Some(COMBINED_EXTENSION) => {
-                listing.entries.push(DirEntry { name, cert: file.clone(), key: file.clone() });
+                let beside = pem_key_file(file);
+                let key = if files.binary_search(&beside).is_ok() { beside } else { file.clone() };
+                listing.entries.push(DirEntry { name, cert: file.clone(), key });
             }
             Some(CERT_EXTENSION) => {
                 let key = file.with_extension(KEY_EXTENSION);
@@ -85,7 +88,10 @@ fn pair_up(files: &[PathBuf]) -> Listing {
                     listing.problems.push(DirFileProblem { name, message });
                 }
             }
-            Some(KEY_EXTENSION) if files.binary_search(&file.with_extension(CERT_EXTENSION)).is_err() => {
+            Some(KEY_EXTENSION)
+                if files.binary_search(&file.with_extension(CERT_EXTENSION)).is_err()
+                    && files.binary_search(&file.with_extension("")).is_err() =>
+            {
                 let message = format!("a key without {}", file_name(&file.with_extension(CERT_EXTENSION)));
                 listing.problems.push(DirFileProblem { name, message });
             }
@@ -93,6 +99,14 @@ fn pair_up(files: &[PathBuf]) -> Listing {
         }
     }
     listing
+}
+
+/// HAProxy's key file for a `.pem` without its key: the same name plus `.key`.
+fn pem_key_file(pem: &Path) -> PathBuf {
+    let mut name = pem.as_os_str().to_owned();
+    name.push(".");
+    name.push(KEY_EXTENSION);
+    PathBuf::from(name)
 }
 
 fn extension(path: &Path) -> Option<&str> {
@@ -110,18 +124,21 @@ mod tests {
     #[test]
     fn pem_files_stand_alone_and_crt_files_pair_with_their_key() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["b.pem", "a.crt", "a.key", "lonely.crt", "orphan.key", "notes.txt", ".hidden.pem"] {
+        for name in
+            ["b.pem", "a.crt", "a.key", "c.pem", "c.pem.key", "lonely.crt", "orphan.key", "notes.txt", ".hidden.pem"]
+        {
             std::fs::write(dir.path().join(name), "x").unwrap();
         }
         std::fs::create_dir(dir.path().join("sub.pem")).unwrap();
         let listing = scan(dir.path()).unwrap();
         let names: Vec<_> = listing.entries.iter().map(|entry| entry.name.as_str()).collect();
-        assert_eq!(names, ["a.crt", "b.pem"], "sorted by file name");
+        assert_eq!(names, ["a.crt", "b.pem", "c.pem"], "sorted by file name");
         assert_eq!(listing.entries[0].key, dir.path().join("a.key"));
         assert_eq!(listing.entries[1].key, dir.path().join("b.pem"));
+        assert_eq!(listing.entries[2].key, dir.path().join("c.pem.key"), "HAProxy's NAME.pem.key");
         let problems: Vec<_> = listing.problems.iter().map(|problem| problem.name.as_str()).collect();
         assert_eq!(problems, ["lonely.crt", "orphan.key"]);
-        assert_eq!(candidate_files(dir.path()).unwrap().len(), 5, "no txt, hidden file or directory");
+        assert_eq!(candidate_files(dir.path()).unwrap().len(), 7, "no txt, hidden file or directory");
     }
 
     #[test]

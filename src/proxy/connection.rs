@@ -125,6 +125,7 @@ pub fn handle(
             client_cn = session.and_then(|s| s.client_identity.as_deref()),
             client_serial = session.and_then(|s| s.client_serial.as_deref()),
             tls_version = session.map(|s| s.version),
+            tls_resumed = session.map(|s| s.resumed),
             alpn = session.and_then(|s| s.alpn.as_deref()).or(record.routed_alpn.as_deref()).map(String::from_utf8_lossy).as_deref(),
             mqtt_client_id = mqtt.map(|c| c.client_id.as_str()),
             mqtt_username = mqtt.and_then(|c| c.username.as_deref()),
@@ -384,6 +385,27 @@ async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A resumed session's client certificate, verified again against the route's current CA, CRLs
+/// and time (`resumption`): a certificate revoked since the session began is refused as a full
+/// handshake would refuse it, counted and logged alike. rustls can send no alert once the
+/// handshake is done, so the client reads close_notify.
+async fn recheck_resumed(
+    tls_stream: &mut tokio_rustls::server::TlsStream<Prefixed<TcpStream>>,
+    route: &Route,
+    route_tls: &tls::RouteTls,
+    context: &Context,
+    record: &mut Record,
+) -> Result<(), Close> {
+    let Err(error) = route_tls.recheck_resumed(tls_stream.get_ref().1) else {
+        return Ok(());
+    };
+    let error = std::io::Error::other(error);
+    context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
+    record.session = Session::from_connection(tls_stream.get_ref().1, route_tls.identity).ok().map(Box::new);
+    let _ = tls_stream.shutdown().await;
+    Err(Close::because(CloseCause::HandshakeFailed, format!("resumed session: {error}")))
+}
+
 /// After the handshake: the session's facts, then (on an `mqtt:` route) the CONNECT to forward.
 /// A client refused here is closed with close_notify.
 async fn open_session(
@@ -515,8 +537,12 @@ fn terminate<'a>(
         };
         // The slot bounds handshakes in progress, not sessions: give it back now.
         drop(handshake_permit);
+        if let Err(close) = recheck_resumed(&mut tls_stream, route, route_tls, context, record).await {
+            return close;
+        }
         if let Some(route_metrics) = &record.route {
-            route_metrics.handshake(started.elapsed());
+            let resumed = tls_stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            route_metrics.handshake(started.elapsed(), resumed);
         }
         let (session, connect_bytes) =
             match Box::pin(open_session(&mut tls_stream, route, route_tls, context, record)).await {

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{CipherSuite, HandshakeKind, ProtocolVersion, RootCertStore, ServerConfig, ServerConnection};
 use rustls_pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -19,10 +20,9 @@ use crate::proxy::cert_dir;
 use crate::proxy::cert_resolver::{self, CertResolver};
 use crate::proxy::fetched_crls::{CrlPending, FetchedCrls};
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
+use crate::proxy::resumption::{self, Binding, RouteSessions, TicketSource};
+use crate::proxy::session_tickets::TicketKeys;
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings, TlsVersion};
-
-/// Sessions each route's stateful resumption cache holds. Tickets (stateless) come on top.
-const SESSION_CACHE_ENTRIES: usize = 4096;
 
 /// The crypto provider every TLS config uses: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -44,6 +44,11 @@ pub struct RouteTls {
     /// Close live sessions whose client certificate a reloaded CRL revokes.
     pub revoke_live: bool,
     pub revocation_lists: Vec<webpki::CertRevocationList<'static>>,
+    /// The session cache and ticketer (none with `session_resumption: false`).
+    pub sessions: Option<Arc<RouteSessions>>,
+    /// What verified the client certificate (none with `client_auth: none`): also re-checks the
+    /// certificate of a resumed session.
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// A route's certificates and which one a server name gets; one per load for the routes that name
@@ -99,6 +104,20 @@ impl RouteTls {
             .map_or(&self.server_config, |(_, config)| config)
     }
 
+    /// After the handshake: a resumed session's client certificate verified again, as a full
+    /// handshake's was (see `resumption`).
+    pub fn recheck_resumed(&self, connection: &ServerConnection) -> Result<(), rustls::Error> {
+        resumption::recheck_resumed(connection, self.client_verifier.as_ref())
+    }
+
+    /// At reload: keep `previous`'s sessions if both are bound alike (see `RouteSessions::carry_from`).
+    pub fn carry_sessions_from(&self, previous: &RouteTls) -> bool {
+        match (&self.sessions, &previous.sessions) {
+            (Some(sessions), Some(before)) => sessions.carry_from(before),
+            _ => false,
+        }
+    }
+
     /// Whether this route's CRLs revoke the client certificate with this issuer and serial.
     pub fn revokes(&self, client: &ClientCertId) -> bool {
         self.revocation_lists.iter().any(|crl| {
@@ -144,6 +163,8 @@ pub struct LoadCache {
     certificates: HashMap<CertificatesKey, Result<Arc<RouteCertificates>, Vec<TlsProblem>>>,
     /// When the load happens, Unix seconds: ranks certificates that share a name.
     now: i64,
+    /// `session_tickets`: the shared key file's keys and the ticket lifetime.
+    pub ticket_keys: Option<(TicketKeys, Duration)>,
     /// The CRLs of `crl_urls` fetched so far: what this load's verifiers check.
     fetched_crls: FetchedCrls,
 }
@@ -151,8 +172,14 @@ pub struct LoadCache {
 impl LoadCache {
     /// An empty cache for a load at Unix time `now` with these fetched CRLs.
     pub fn new(now: i64, fetched_crls: FetchedCrls) -> LoadCache {
-        let (verifiers, certificates) = (HashMap::new(), HashMap::new());
-        LoadCache { files: PemFiles::default(), verifiers, certificates, now, fetched_crls }
+        LoadCache {
+            files: PemFiles::default(),
+            verifiers: HashMap::new(),
+            certificates: HashMap::new(),
+            now,
+            ticket_keys: None,
+            fetched_crls,
+        }
     }
 }
 
@@ -173,6 +200,7 @@ impl RouteTls {
     /// resolved against `base_dir` (the config file's directory). Lists every problem found; a
     /// broken file of `cert_dir` is a warning as long as the route has a certificate left to serve.
     pub fn build(
+        route: &str,
         tls: &TlsSettings,
         identity: Identity,
         base_dir: &Path,
@@ -201,7 +229,11 @@ impl RouteTls {
                 return Err(problems);
             }
         };
-        let config = server_config(tls, certificates.resolver.clone(), verifier, provider)?;
+        let sessions = match tls.session_resumption {
+            true => Some(cache.route_sessions(route, tls, base_dir, &certificates)?),
+            false => None,
+        };
+        let config = server_config(tls, certificates.resolver.clone(), verifier.clone(), sessions.clone(), provider)?;
         let by_alpn = per_protocol_configs(tls, &config);
         let in_dir = certificates.dir_certificates.iter().map(|certificate| certificate.served.leaf.not_after);
         let cert_not_after = in_dir.fold(certificates.served.leaf.not_after, i64::min);
@@ -218,6 +250,8 @@ impl RouteTls {
                 .filter_map(|crl| webpki::OwnedCertRevocationList::from_der(crl).ok())
                 .map(webpki::CertRevocationList::from)
                 .collect(),
+            sessions,
+            client_verifier: verifier,
         };
         Ok(BuiltTls { tls, warnings })
     }
@@ -254,6 +288,7 @@ fn server_config(
     tls: &TlsSettings,
     resolver: Arc<CertResolver>,
     verifier: Option<Arc<dyn ClientCertVerifier>>,
+    sessions: Option<Arc<RouteSessions>>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, Vec<TlsProblem>> {
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
@@ -274,16 +309,16 @@ fn server_config(
     // Every suite offered is AEAD with forward secrecy; the server's order (AES-GCM first,
     // hardware-accelerated) is the one to use.
     config.ignore_client_order = true;
-    if tls.session_resumption {
-        // Each route gets its own cache and ticket key, so a session never resumes on another
-        // tenant's route (the nginx CVE-2025-23419 class of bypass).
-        config.session_storage = Arc::new(LazySessionCache::default());
-        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|error| {
-            vec![TlsProblem::setting("session_resumption", format!("cannot make a ticket key: {error}"))]
-        })?;
-    } else {
-        config.session_storage = Arc::new(NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
+    // Each route has its own cache and ticket keys (see `resumption`).
+    match sessions {
+        Some(sessions) => {
+            config.session_storage = sessions.clone();
+            config.ticketer = sessions;
+        }
+        None => {
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
     }
     Ok(config)
 }
@@ -302,29 +337,6 @@ fn per_protocol_configs(tls: &TlsSettings, config: &ServerConfig) -> Vec<(Vec<u8
             (protocol.as_bytes().to_vec(), Arc::new(only))
         })
         .collect()
-}
-
-/// A route's stateful resumption cache, allocated on its first session: the 4,096-entry table
-/// is most of an idle route's memory, and most routes of a many-tenant file rarely resume.
-#[derive(Debug, Default)]
-struct LazySessionCache(std::sync::OnceLock<Arc<ServerSessionMemoryCache>>);
-
-impl StoresServerSessions for LazySessionCache {
-    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.0.get_or_init(|| ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES)).put(key, value)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get()?.get(key)
-    }
-
-    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.0.get()?.take(key)
-    }
-
-    fn can_cache(&self) -> bool {
-        true
-    }
 }
 
 /// A file of `cert_dir` that is left out, named by its path as the config writes it.
@@ -356,6 +368,35 @@ fn dir_key_problem(dir: &Path, entry: &cert_dir::DirEntry, combined: bool, probl
             let key_name = entry.key.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
             dir_file_problem(dir, &key_name, &message)
         }
+    }
+}
+
+impl LoadCache {
+    /// A new session cache and ticketer for route `route`, bound to its certificates, client CA
+    /// and `client_auth` (the verifier was built first, so the CA file is read already).
+    fn route_sessions(
+        &mut self,
+        route: &str,
+        tls: &TlsSettings,
+        base_dir: &Path,
+        certificates: &RouteCertificates,
+    ) -> Result<Arc<RouteSessions>, Vec<TlsProblem>> {
+        let client_cas = match (&tls.client_ca, tls.client_auth) {
+            (Some(ca), ClientAuth::Optional | ClientAuth::Required) => {
+                self.files.certs(&base_dir.join(ca)).map(|certs| certs.to_vec()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let in_dir = certificates.dir_certificates.iter().map(|certificate| &certificate.served);
+        let served = std::iter::once(&certificates.served).chain(in_dir).map(|served| served.certified.cert.as_slice());
+        let binding = Binding::new(served, &client_cas, tls.client_auth.as_str());
+        let tickets = match &self.ticket_keys {
+            Some((keys, lifetime)) => TicketSource::Shared { keys, lifetime: *lifetime },
+            None => TicketSource::Local,
+        };
+        RouteSessions::new(route, binding, tickets).map_err(|error| {
+            vec![TlsProblem::setting("session_resumption", format!("cannot make a ticket key: {error}"))]
+        })
     }
 }
 
@@ -565,6 +606,8 @@ pub struct Session {
     pub client_cert: bool,
     /// ... and it was presented in this handshake (not carried over by resumption).
     pub client_cert_this_connection: bool,
+    /// The session was resumed (ticket or session id), not a full handshake.
+    pub resumed: bool,
     /// The configured `identity` read from the verified client certificate.
     pub client_identity: Option<String>,
     /// The client certificate's serial number, hex.
@@ -592,6 +635,7 @@ impl Session {
     /// characters, or is over 255 bytes, is refused rather than passed to the backend altered.
     pub fn from_connection(connection: &ServerConnection, identity: Identity) -> Result<Session, IdentityError> {
         let leaf = connection.peer_certificates().and_then(|certs| certs.first());
+        let resumed = connection.handshake_kind() == Some(HandshakeKind::Resumed);
         let parsed = leaf.and_then(|der| X509Certificate::from_der(der).ok()).map(|(_, cert)| cert);
         let client_identity = parsed.as_ref().and_then(|cert| certificate_identity(cert, identity));
         if let Some(value) = &client_identity {
@@ -611,7 +655,8 @@ impl Session {
             cipher: connection.negotiated_cipher_suite().map_or("unknown", |s| cipher_name(s.suite())),
             alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
             client_cert: leaf.is_some(),
-            client_cert_this_connection: leaf.is_some() && connection.handshake_kind() != Some(HandshakeKind::Resumed),
+            client_cert_this_connection: leaf.is_some() && !resumed,
+            resumed,
             client_identity,
             client_serial: parsed.as_ref().map(|cert| cert.raw_serial_as_string().replace(':', "")),
             client_cert_id: parsed.as_ref().map(|cert| ClientCertId {

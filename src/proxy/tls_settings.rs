@@ -15,6 +15,17 @@ pub enum ClientAuth {
     Required,
 }
 
+impl ClientAuth {
+    /// The setting as written in the routes file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
 /// The oldest TLS version a route accepts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum TlsVersion {

@@ -3,7 +3,8 @@
 
 use std::process::{Command, Output};
 
-const SUBCOMMANDS: [&str; 6] = ["run", "check", "demo", "import-nginx", "completions", "man"];
+const SUBCOMMANDS: [&str; 8] =
+    ["run", "check", "demo", "import-nginx", "import-haproxy", "ticket-key", "completions", "man"];
 
 fn snigate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_snigate")).args(args).output().expect("run snigate")

@@ -324,6 +324,10 @@ fn kubernetes_config_and_secrets_are_directory_mounts_the_routes_use() {
             assert!(secret_mounts.iter().any(|m| m.as_str() == parent), "{} is in no Secret mount", file.display());
         }
     }
+    // The ticket keys every replica shares come from a Secret too, never from the image or the ConfigMap.
+    let key_file = &routes.session_tickets.as_ref().expect("session_tickets in routes.yaml").key_file;
+    let parent = key_file.parent().unwrap().to_str().unwrap();
+    assert!(secret_mounts.iter().any(|m| m.as_str() == parent), "{} is in no Secret mount", key_file.display());
 }
 
 #[test]
@@ -396,6 +400,9 @@ fn kubernetes_routes_load_with_the_real_loader() {
     // The Secrets are mounted under /etc/snigate-tls/ in the pod: here, a temp dir.
     let prefixes = vec![("/etc/snigate-tls/".to_string(), dir.path().join("tls"))];
     certificates_for(&raw, |p| mapped(p, &prefixes));
+    let key_file = mapped(&raw.session_tickets.as_ref().expect("session_tickets").key_file, &prefixes);
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    std::fs::write(&key_file, format!("{}\n", snigate::session_tickets::new_key_line().unwrap())).unwrap();
     let config = load_rewritten(&routes_file, &prefixes, dir.path());
     let names: Vec<&str> = config.routes.routes().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["tenant-a", "tenant-b"]);

@@ -13,11 +13,13 @@ use snigate::server::Server;
 use crate::log_output::LossyStderr;
 
 mod demo;
+mod haproxy;
+mod import;
 mod log_output;
 mod nginx;
 
 /// Exit codes (documented in the README): clap itself exits 2 on a usage error.
-/// `check`/`run`: the config is invalid; `import-nginx`: cannot read or cannot translate.
+/// `check`/`run`: the config is invalid; `import-nginx`/`import-haproxy`: cannot read or cannot translate.
 const EXIT_CONFIG_INVALID: u8 = 1;
 const EXIT_RUNTIME_FAILURE: u8 = 3;
 
@@ -71,6 +73,24 @@ enum Command {
         #[arg(long)]
         server: Option<usize>,
     },
+    /// Translate a TCP-mode HAProxy config into a routes file on stdout.
+    ///
+    /// What differs from HAProxy is listed on stderr as file:line warnings, and the exit code is 0.
+    /// When the file cannot be read or parsed, or parts of it have no equivalent (stick tables,
+    /// Lua, HTTP rules, maps, …), every problem is listed, nothing is written to stdout, and the
+    /// exit code is 1.
+    ImportHaproxy {
+        /// The HAProxy config, e.g. /etc/haproxy/haproxy.cfg.
+        file: PathBuf,
+        /// Which `frontend` or `listen` section to translate (by name), when there are several.
+        #[arg(long)]
+        frontend: Option<String>,
+    },
+    /// Print a new session ticket key for `session_tickets.key_file`: base64 of 32 random bytes.
+    ///
+    /// Rotation: prepend its output to the key file on every replica, reload, and remove the
+    /// oldest line once `session_tickets.lifetime` has passed.
+    TicketKey,
     /// Print a shell completion script to stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -98,6 +118,8 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Demo { config } => demo(&config),
         Command::ImportNginx { file, server } => import_nginx(&file, server),
+        Command::ImportHaproxy { file, frontend } => import_haproxy(&file, frontend),
+        Command::TicketKey => ticket_key(),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "snigate", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -241,24 +263,8 @@ fn demo(path: &Path) -> ExitCode {
 
 fn import_nginx(path: &Path, server: Option<usize>) -> ExitCode {
     match nginx::import(path, &nginx::Options { server }) {
-        Ok(imported) => {
-            for warning in &imported.warnings {
-                eprintln!("{warning}");
-            }
-            print!("{}", imported.yaml);
-            if !imported.warnings.is_empty() {
-                eprintln!("{}: translated with {} warning(s)", path.display(), imported.warnings.len());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(nginx::ImportError::Untranslatable(diagnostics)) => {
-            for diagnostic in &diagnostics {
-                eprintln!("{diagnostic}");
-            }
-            let errors = diagnostics.iter().filter(|d| d.severity == nginx::Severity::Error).count();
-            eprintln!("{}: cannot translate ({errors} error(s)); nothing written", path.display());
-            ExitCode::from(EXIT_CONFIG_INVALID)
-        }
+        Ok(imported) => imported_file(path, &imported.yaml, &imported.warnings),
+        Err(nginx::ImportError::Untranslatable(diagnostics)) => untranslatable(path, &diagnostics),
         Err(error) => {
             eprintln!("{error}");
             ExitCode::from(EXIT_CONFIG_INVALID)
@@ -266,14 +272,47 @@ fn import_nginx(path: &Path, server: Option<usize>) -> ExitCode {
     }
 }
 
+fn import_haproxy(path: &Path, frontend: Option<String>) -> ExitCode {
+    match haproxy::import(path, &haproxy::Options { frontend }) {
+        Ok(imported) => imported_file(path, &imported.yaml, &imported.warnings),
+        Err(haproxy::ImportError::Untranslatable(diagnostics)) => untranslatable(path, &diagnostics),
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG_INVALID)
+        }
+    }
+}
+
+/// An importer's routes file on stdout, its warnings on stderr.
+fn imported_file(path: &Path, yaml: &str, warnings: &[import::diagnostic::Diagnostic]) -> ExitCode {
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
+    print!("{yaml}");
+    if !warnings.is_empty() {
+        eprintln!("{}: translated with {} warning(s)", path.display(), warnings.len());
+    }
+    ExitCode::SUCCESS
+}
+
+/// Every finding of an import that failed; nothing on stdout.
+fn untranslatable(path: &Path, diagnostics: &[import::diagnostic::Diagnostic]) -> ExitCode {
+    for diagnostic in diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let errors = diagnostics.iter().filter(|d| d.severity == import::diagnostic::Severity::Error).count();
+    eprintln!("{}: cannot translate ({errors} error(s)); nothing written", path.display());
+    ExitCode::from(EXIT_CONFIG_INVALID)
+}
+
 /// The README's exit code table, as a man page section.
 const MAN_EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 .TP
 \fB0\fR
-ok; a clean shutdown after SIGTERM/SIGINT; \fBimport\-nginx\fR translated (warnings, if any, on stderr)
+ok; a clean shutdown after SIGTERM/SIGINT; \fBimport\-nginx\fR or \fBimport\-haproxy\fR translated (warnings, if any, on stderr)
 .TP
 \fB1\fR
-the config is invalid (\fBcheck\fR, or \fBrun\fR at start\-up); \fBimport\-nginx\fR cannot read or cannot translate the nginx config
+the config is invalid (\fBcheck\fR, or \fBrun\fR at start\-up); \fBimport\-nginx\fR or \fBimport\-haproxy\fR cannot read or cannot translate the nginx or HAProxy config
 .TP
 \fB2\fR
 usage error: unknown subcommand or flag, missing argument
@@ -281,6 +320,19 @@ usage error: unknown subcommand or flag, missing argument
 \fB3\fR
 runtime failure, e.g. a listen address cannot be bound
 "#;
+
+fn ticket_key() -> ExitCode {
+    match snigate::session_tickets::new_key_line() {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("error: the system random number generator failed");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
 
 fn man(dir: Option<&Path>) -> ExitCode {
     let mut page = Vec::new();

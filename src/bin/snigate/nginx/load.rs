@@ -15,8 +15,8 @@ use super::lexer;
 
 /// Deepest chain of includes followed; real configs use one or two.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
-/// Largest config file read; real ones are a few KiB.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub use crate::import::source::MAX_FILE_BYTES;
+use crate::import::source::{self, strip_line, ReadError};
 /// Most files read in all; a glob over a big directory stops here.
 pub const MAX_FILES: usize = 1024;
 
@@ -115,21 +115,11 @@ impl Loader {
 }
 
 fn read_text(path: &Path) -> Result<String, LoadError> {
-    let read_error = |source| LoadError::Read { file: path.to_path_buf(), source };
-    let metadata = std::fs::metadata(path).map_err(read_error)?;
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(LoadError::TooLarge { file: path.to_path_buf() });
-    }
-    let bytes = std::fs::read(path).map_err(read_error)?;
-    String::from_utf8(bytes).map_err(|_| LoadError::NotText { file: path.to_path_buf() })
-}
-
-/// The lexer and parser put "line N: " in front; the loader puts `file:line:` instead.
-fn strip_line(message: &str) -> String {
-    match message.split_once(": ") {
-        Some((prefix, rest)) if prefix.starts_with("line ") => rest.to_string(),
-        _ => message.to_string(),
-    }
+    source::read_text(path).map_err(|error| match error {
+        ReadError::Read { file, source } => LoadError::Read { file, source },
+        ReadError::TooLarge { file } => LoadError::TooLarge { file },
+        ReadError::NotText { file } => LoadError::NotText { file },
+    })
 }
 
 fn is_glob(path: &Path) -> bool {

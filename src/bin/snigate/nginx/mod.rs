@@ -10,7 +10,9 @@ pub mod ast;
 pub mod lexer;
 pub mod load;
 pub mod translate;
-pub mod yaml;
+
+/// The routes-file writer is shared with the HAProxy importer.
+pub use crate::import::yaml;
 
 use std::path::Path;
 
@@ -21,7 +23,7 @@ use std::path::Path;
 use snigate::config::RawConfig;
 use snigate::routes;
 
-pub use translate::{Diagnostic, Options, Severity};
+pub use translate::{Diagnostic, Options};
 
 /// A translated config: the routes file text and the warnings about what differs from nginx.
 #[derive(Debug)]

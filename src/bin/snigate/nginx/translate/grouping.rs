@@ -8,6 +8,7 @@ use super::super::yaml::{self, RoutesFile};
 use super::maps::Setting;
 use super::translator::Translator;
 use super::upstream::Upstream;
+pub(super) use crate::import::yaml::route_name;
 
 /// Where each setting's value sits in a group's values: the backend, then, when terminating, the
 /// certificate and the key (the order `server` passes the settings in).
@@ -113,25 +114,12 @@ impl Translator {
                 tls,
                 servers: pool.servers,
                 backup_servers: pool.backups,
+                backup_note: "nginx `backup`",
                 connect_timeout: template.connect_timeout.clone(),
-                ..*template
+                ..template.clone()
             });
         }
         Some(())
-    }
-}
-
-/// A route name from an upstream name or an address: letters, digits, `-`, `_`, `.`.
-pub(super) fn route_name(value: &str) -> String {
-    let name: String = value
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-        .collect();
-    let name = name.trim_matches('-');
-    if name.is_empty() {
-        "route".into()
-    } else {
-        name.into()
     }
 }
 

@@ -15,7 +15,6 @@
 //! (which directives are translated, warned about or refused), and `diagnostic` /
 //! `translator` (the findings and the state that collects them).
 
-mod diagnostic;
 mod directives;
 mod grouping;
 mod limits;
@@ -31,6 +30,7 @@ mod upstream;
 
 use std::path::Path;
 
+use crate::import::diagnostic;
 pub use diagnostic::{Diagnostic, Severity};
 
 use super::ast::Directive;

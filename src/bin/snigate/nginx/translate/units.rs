@@ -2,11 +2,7 @@
 
 use super::super::ast::Directive;
 use super::translator::Translator;
-
-const MS_PER_SECOND: u64 = 1_000;
-const MS_PER_MINUTE: u64 = 60 * MS_PER_SECOND;
-const MS_PER_HOUR: u64 = 60 * MS_PER_MINUTE;
-const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
+use crate::import::duration::{format_duration, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE, MS_PER_SECOND};
 
 /// nginx's one-letter time units in milliseconds; a month is 30 days and a year 365, as nginx
 /// counts them (`ms` is read before `m`).
@@ -19,10 +15,6 @@ const NGINX_TIME_UNITS: [(char, u64); 7] = [
     ('M', 30 * MS_PER_DAY),
     ('y', 365 * MS_PER_DAY),
 ];
-
-/// The units the schema's durations take besides `ms`, largest first.
-const SCHEMA_TIME_UNITS: [(&str, u64); 4] =
-    [("d", MS_PER_DAY), ("h", MS_PER_HOUR), ("m", MS_PER_MINUTE), ("s", MS_PER_SECOND)];
 
 /// nginx's size suffixes are binary: `16k` is 16384 bytes.
 const KIB: usize = 1024;
@@ -63,16 +55,6 @@ fn nginx_duration_ms(text: &str) -> Option<u64> {
         rest = &rest[length..];
     }
     Some(total)
-}
-
-/// Milliseconds in the largest unit of the schema that states them exactly.
-fn format_duration(millis: u64) -> String {
-    for (unit, size) in SCHEMA_TIME_UNITS {
-        if millis > 0 && millis % size == 0 {
-            return format!("{}{unit}", millis / size);
-        }
-    }
-    format!("{millis}ms")
 }
 
 /// nginx sizes: `16384`, `16k`, `1m`.

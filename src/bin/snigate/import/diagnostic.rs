@@ -1,11 +1,11 @@
-//! The findings of a translation: what differs from nginx (warnings) and what cannot be translated
-//! (errors), each with the file and line it comes from.
+//! The findings of an import: what differs from the source config (warnings) and what cannot be
+//! translated (errors), each with the file and line it comes from.
 
 use std::fmt;
 use std::path::PathBuf;
 
 /// The line of a finding about the file as a whole (lines are 1-based, so it names none).
-pub(super) const WHOLE_FILE: usize = 0;
+pub const WHOLE_FILE: usize = 0;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Files in the order they were first reported, lines in order within each.
-pub(super) fn in_file_order(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+pub fn in_file_order(mut diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut files: Vec<PathBuf> = Vec::new();
     for diagnostic in &diagnostics {
         if !files.contains(&diagnostic.file) {

@@ -1,4 +1,4 @@
-//! The routes file that `import-nginx` writes: a small model of the schema in `config` and its
+//! The routes file that the importers write: a small model of the schema in `config` and its
 //! rendering as commented YAML. Every string is double-quoted, so no value can change the
 //! document's structure.
 
@@ -18,7 +18,7 @@ pub struct RoutesFile {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Route {
     pub name: String,
     /// Where it came from, as a comment above the route.
@@ -28,17 +28,34 @@ pub struct Route {
     pub mode: &'static str,
     pub tls: Option<Tls>,
     pub servers: Vec<String>,
-    /// nginx `backup` servers.
     pub backup_servers: Vec<String>,
+    /// The comment on the `backup_servers` line: what they were called in the source config.
+    pub backup_note: &'static str,
+    /// `round_robin`, `least_connections`, `client_ip`; absent means the default (round robin).
+    pub balance: Option<&'static str>,
     /// `v1` / `v2`, with a comment for the line.
     pub proxy_protocol: Option<(&'static str, &'static str)>,
     pub connect_timeout: Option<String>,
+    pub health_check: Option<HealthCheck>,
+    /// `close_sessions`; absent means the default `keep`.
+    pub on_backend_down: Option<&'static str>,
+}
+
+/// An active TCP health check; each absent value is the schema's default.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct Tls {
     pub cert: String,
     pub key: String,
+    /// A directory of PEMs chosen by SNI; when set it is written instead of `cert` and `key`.
+    pub cert_dir: Option<String>,
     /// `optional` / `required`; absent means `none`.
     pub client_auth: Option<&'static str>,
     pub client_ca: Option<String>,
@@ -128,8 +145,15 @@ impl Route {
         let _ = writeln!(out, "    mode: {}", self.mode);
         if let Some(tls) = &self.tls {
             out.push_str("    tls:\n");
-            let _ = writeln!(out, "      cert: {}", quote(&tls.cert));
-            let _ = writeln!(out, "      key: {}", quote(&tls.key));
+            match &tls.cert_dir {
+                Some(dir) => {
+                    let _ = writeln!(out, "      cert_dir: {}", quote(dir));
+                }
+                None => {
+                    let _ = writeln!(out, "      cert: {}", quote(&tls.cert));
+                    let _ = writeln!(out, "      key: {}", quote(&tls.key));
+                }
+            }
             if let Some(client_auth) = tls.client_auth {
                 let _ = writeln!(out, "      client_auth: {client_auth}");
             }
@@ -152,14 +176,63 @@ impl Route {
         out.push_str("    backend:\n");
         let _ = writeln!(out, "      servers: {}", list(&self.servers));
         if !self.backup_servers.is_empty() {
-            let _ = writeln!(out, "      backup_servers: {}  # nginx `backup`", list(&self.backup_servers));
+            let _ = write!(out, "      backup_servers: {}", list(&self.backup_servers));
+            let _ = writeln!(out, "{}", note(self.backup_note));
+        }
+        if let Some(balance) = self.balance {
+            let _ = writeln!(out, "      balance: {balance}");
         }
         if let Some((version, why)) = self.proxy_protocol {
-            let _ = writeln!(out, "      proxy_protocol: {version}  # {why}");
+            let _ = writeln!(out, "      proxy_protocol: {version}{}", note(why));
         }
         if let Some(timeout) = &self.connect_timeout {
             let _ = writeln!(out, "      connect_timeout: {}", quote(timeout));
         }
+        if let Some(check) = &self.health_check {
+            check.render(out);
+        }
+        if let Some(action) = self.on_backend_down {
+            let _ = writeln!(out, "      on_backend_down: {action}");
+        }
+    }
+}
+
+impl HealthCheck {
+    fn render(&self, out: &mut String) {
+        out.push_str("      health_check:\n        type: tcp\n");
+        for (key, value) in [("interval", &self.interval), ("timeout", &self.timeout)] {
+            if let Some(value) = value {
+                let _ = writeln!(out, "        {key}: {}", quote(value));
+            }
+        }
+        for (key, value) in [("rise", self.rise), ("fall", self.fall)] {
+            if let Some(value) = value {
+                let _ = writeln!(out, "        {key}: {value}");
+            }
+        }
+    }
+}
+
+/// A trailing comment for a line, or nothing.
+fn note(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("  # {}", comment(text))
+    }
+}
+
+/// A route name from a backend name or an address: letters, digits, `-`, `_`, `.`.
+pub fn route_name(value: &str) -> String {
+    let name: String = value
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect();
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        "route".into()
+    } else {
+        name.into()
     }
 }
 
@@ -183,7 +256,7 @@ mod tests {
             }],
             ..RoutesFile::default()
         };
-        let parsed: super::super::RawConfig = yaml_serde::from_str(&file.render()).unwrap();
+        let parsed: snigate::config::RawConfig = yaml_serde::from_str(&file.render()).unwrap();
         assert_eq!(parsed.routes[0].name, "n: x");
         assert_eq!(parsed.listen.len(), 1);
     }
