@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod crl_url;
 mod duration;
 mod error;
 mod schema;
@@ -21,6 +22,7 @@ mod validate;
 mod yaml_depth;
 mod yaml_position;
 
+pub use crl_url::{parse_crl_url, CrlSource, CrlUrlError, DEFAULT_CRL_REFRESH, MIN_CRL_REFRESH};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::{RawBackend, RawConfig, RawHealthCheck, RawLimits, RawRoute, RawSessionTickets, RawTls};
@@ -33,6 +35,7 @@ pub use crate::proxy::backend::{
     DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_MAX_FAILS,
 };
+pub use crate::proxy::fetched_crls::FetchedCrls;
 pub use crate::proxy::limits::{
     Limits, DEFAULT_CLOSE_JITTER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
@@ -57,6 +60,8 @@ pub struct Config {
     /// The config file and every certificate, key, CA and CRL file and certificate directory it
     /// names: what reload watches.
     pub files: Vec<PathBuf>,
+    /// The distinct `crl_urls` of routes with client certificates: what `ops/crl_fetch.rs` fetches.
+    pub crl_sources: Vec<CrlSource>,
     /// Expired certificates, certificates that do not cover their route's names and files of a
     /// `cert_dir` left out: `check` fails on them; `run` and reload log them and serve (an expiring certificate must not
     /// take a running fleet down).
@@ -75,8 +80,14 @@ impl Config {
 // ---------------------------------------------------------------------------------------------
 // Loading.
 
-/// Reads, parses and validates a routes file, building every route's TLS config.
+/// Reads, parses and validates a routes file, building every route's TLS config. No `crl_urls`
+/// CRL is known yet: routes naming one refuse client certificates (see [`load_with_crls`]).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_crls(path, FetchedCrls::default())
+}
+
+/// As [`load`], with the `crl_urls` CRLs fetched so far.
+pub fn load_with_crls(path: &Path, fetched_crls: FetchedCrls) -> Result<Config, ConfigErrors> {
     let source = std::fs::read_to_string(path).map_err(|error| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
@@ -85,14 +96,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read config file: {error}"),
         }])
     })?;
-    parse(&source, path)
+    parse_with_crls(&source, path, fetched_crls)
 }
 
 /// Parses and validates config text; `path` names it in errors and anchors relative file paths.
 pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    parse_with_crls(source, path, FetchedCrls::default())
+}
+
+/// As [`parse`], with the `crl_urls` CRLs fetched so far.
+pub fn parse_with_crls(source: &str, path: &Path, fetched_crls: FetchedCrls) -> Result<Config, ConfigErrors> {
     let report = Reporter { file: path, at: Locator::new(source) };
     let raw = parse_raw(source, &report).map_err(|error| ConfigErrors(vec![error]))?;
-    validate::validate(raw, &report, path)
+    validate::validate(raw, &report, path, fetched_crls)
 }
 
 /// The text as [`RawConfig`]: nesting bounded first, merge keys (`<<: *anchor`) applied.

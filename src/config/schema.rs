@@ -154,6 +154,14 @@ pub struct RawTls {
     /// Default none: CRL files checked on every client certificate.
     #[serde(default)]
     pub crl: Vec<PathBuf>,
+    /// Default none: `http://` URLs of CRLs fetched at start and kept fresh. Until every one has
+    /// been fetched once, the route refuses every client certificate (fail closed).
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Default 15m: the longest time between two fetches of a `crl_urls` CRL (sooner when its
+    /// nextUpdate comes first). At least 1s.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub crl_refresh: Option<Duration>,
     /// Default none: ALPN protocols offered, in order of preference.
     #[serde(default)]
     pub alpn: Vec<String>,

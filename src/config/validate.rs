@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::crl_url::CrlSources;
 use super::error::{ConfigError, ConfigErrors, Reporter};
 use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls};
 use super::ticket_key_file;
@@ -17,6 +18,7 @@ use crate::proxy::backend::{
     Backend, Balance, HealthCheck, Identity, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAIL_TIMEOUT, DEFAULT_HEALTH_FALL,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_RISE, DEFAULT_HEALTH_TIMEOUT, DEFAULT_MAX_FAILS,
 };
+use crate::proxy::fetched_crls::FetchedCrls;
 use crate::proxy::limits::{
     Limits, DEFAULT_CLOSE_JITTER, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HANDSHAKES,
@@ -39,7 +41,12 @@ struct Findings {
     certificate: Vec<ConfigError>,
 }
 
-pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result<Config, ConfigErrors> {
+pub(super) fn validate(
+    raw: RawConfig,
+    report: &Reporter,
+    path: &Path,
+    fetched_crls: FetchedCrls,
+) -> Result<Config, ConfigErrors> {
     let at = &report.at;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let mut found = Findings::default();
@@ -57,7 +64,8 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
     let mut files = Files::new(path);
     let mut names = Names::default();
     let now = unix_now();
-    let mut cache = LoadCache::new(now);
+    let mut cache = LoadCache::new(now, fetched_crls);
+    let mut crl_sources = CrlSources::default();
     if let Some(raw_tickets) = &raw.session_tickets {
         files.add(base_dir.join(&raw_tickets.key_file));
         cache.ticket_keys = ticket_key_file::load(raw_tickets, base_dir, report, &mut found.errors);
@@ -72,6 +80,9 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
             let named = raw_tls.cert.iter().chain(&raw_tls.key).chain(&raw_tls.cert_dir);
             let named = named.chain(&raw_tls.client_ca).chain(&raw_tls.crl);
             named.for_each(|file| files.add(base_dir.join(file)));
+            if raw_tls.client_auth != ClientAuth::None {
+                crl_sources.add_route(raw_tls, report, span, &mut found.errors);
+            }
         }
         let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
@@ -101,6 +112,7 @@ pub(super) fn validate(raw: RawConfig, report: &Reporter, path: &Path) -> Result
         limits,
         routes: Arc::new(RouteTable::new(routes, names.patterns, default)),
         files: files.list,
+        crl_sources: crl_sources.0,
         certificate_problems: found.certificate,
     })
 }
@@ -380,6 +392,7 @@ fn tls_settings(raw: &RawTls, route_alpn: &[String]) -> TlsSettings {
         client_auth: raw.client_auth,
         client_ca: raw.client_ca.clone(),
         crl: raw.crl.clone(),
+        crl_urls: raw.crl_urls.clone(),
         alpn: raw.alpn.clone(),
         route_alpn: route_alpn.to_vec(),
         min_version: raw.min_version,

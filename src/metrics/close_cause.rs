@@ -165,6 +165,9 @@ labels! {
         CertificateRequired => "certificate_required",
         /// The client certificate is revoked by a CRL of the route.
         CertificateRevoked => "certificate_revoked",
+        /// No CRL of the route speaks for the certificate's issuer: a `crl_urls` CRL not fetched
+        /// yet (the route fails closed), or no CRL for that issuer at all.
+        RevocationUnknown => "revocation_unknown",
         /// The client certificate has expired.
         CertificateExpired => "certificate_expired",
         /// The client certificate does not verify (unknown issuer, bad signature, wrong usage…).

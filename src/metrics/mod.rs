@@ -15,11 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use close_cause::{CloseCause, HandshakeFailure, HelloReject, MqttRefusal};
@@ -73,6 +75,11 @@ struct RouteServer {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UrlLabel {
+    url: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -105,6 +112,9 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     certificate_expiry: Family<RouteOnly, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    crl_next_update: Family<UrlLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    crl_fetch_failures: Family<UrlLabel, Counter>,
+    crl_ages: Arc<CrlAges>,
     per_route: RwLock<HashMap<String, Arc<RouteMetrics>>>,
 }
 
@@ -180,10 +190,14 @@ impl Metrics {
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
             certificate_expiry: Family::default(),
+            crl_next_update: Family::default(),
+            crl_fetch_failures: Family::default(),
+            crl_ages: Arc::default(),
             per_route: RwLock::new(HashMap::new()),
         };
         metrics.register_connection_metrics();
         metrics.register_backend_and_config_metrics();
+        metrics.register_crl_metrics();
         Arc::new(metrics)
     }
 
@@ -253,6 +267,22 @@ impl Metrics {
             "Unix time at which a terminate route's certificate expires",
             self.certificate_expiry.clone(),
         );
+    }
+
+    /// The CRLs of `crl_urls`: age and next update of the one in use, failed fetches.
+    fn register_crl_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "crl_next_update_timestamp_seconds",
+            "Unix time of the nextUpdate of the CRL in use from a crl_urls URL",
+            self.crl_next_update.clone(),
+        );
+        r.register(
+            "crl_fetch_failures",
+            "Fetches of a crl_urls URL that gave no usable CRL",
+            self.crl_fetch_failures.clone(),
+        );
+        r.register_collector(Box::new(self.crl_ages.clone()));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -374,6 +404,58 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// A `crl_urls` URL is fetched: its failure counter is exported from 0.
+    pub fn crl_followed(&self, url: &str) {
+        let _created = self.crl_fetch_failures.get_or_create(&UrlLabel { url: url.to_string() });
+    }
+
+    /// The CRL of `url` in use now: its thisUpdate and nextUpdate, Unix seconds.
+    pub fn crl_in_use(&self, url: &str, this_update: i64, next_update: Option<i64>) {
+        let labels = UrlLabel { url: url.to_string() };
+        match next_update {
+            Some(next_update) => {
+                self.crl_next_update.get_or_create(&labels).set(next_update as f64);
+            }
+            None => {
+                self.crl_next_update.remove(&labels);
+            }
+        }
+        self.crl_ages.0.write().unwrap_or_else(|p| p.into_inner()).insert(url.to_string(), this_update);
+    }
+
+    pub fn crl_fetch_failed(&self, url: &str) {
+        self.crl_fetch_failures.get_or_create(&UrlLabel { url: url.to_string() }).inc();
+    }
+
+    /// Stops exporting a URL no route names any more.
+    pub fn forget_crl(&self, url: &str) {
+        let labels = UrlLabel { url: url.to_string() };
+        self.crl_next_update.remove(&labels);
+        self.crl_fetch_failures.remove(&labels);
+        self.crl_ages.0.write().unwrap_or_else(|p| p.into_inner()).remove(url);
+    }
+}
+
+/// `snigate_crl_age_seconds`: now minus the thisUpdate of each URL's CRL in use, computed at
+/// scrape time so it grows between fetches.
+#[derive(Debug, Default)]
+struct CrlAges(RwLock<HashMap<String, i64>>);
+
+impl Collector for CrlAges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let ages = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let help = "Seconds since the thisUpdate of the CRL in use from a crl_urls URL";
+        let mut family = encoder.encode_descriptor("crl_age_seconds", help, None, MetricType::Gauge)?;
+        for (url, this_update) in ages.iter() {
+            let labels = UrlLabel { url: url.clone() };
+            ConstGauge::new(now - *this_update as f64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +485,23 @@ mod tests {
         assert!(text.contains("snigate_handshake_duration_seconds_count{route=\"tenant-a\"} 1"), "{text}");
         drop(active);
         assert!(metrics.encode().contains("snigate_connections_active{route=\"tenant-a\",mode=\"terminate\"} 0"));
+    }
+
+    #[test]
+    fn crl_age_is_computed_at_scrape_and_gone_once_forgotten() {
+        let metrics = Metrics::new();
+        let url = "http://127.0.0.1:1/ca.crl";
+        metrics.crl_followed(url);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        metrics.crl_in_use(url, now - 100, Some(now + 3600));
+        metrics.crl_fetch_failed(url);
+        let text = metrics.encode();
+        let age_line = text.lines().find(|l| l.starts_with("snigate_crl_age_seconds{")).expect(&text);
+        let age: f64 = age_line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((100.0..110.0).contains(&age), "{age_line}");
+        assert!(text.contains(&format!("snigate_crl_fetch_failures_total{{url=\"{url}\"}} 1")), "{text}");
+        assert!(text.contains("snigate_crl_next_update_timestamp_seconds{url="), "{text}");
+        metrics.forget_crl(url);
+        assert!(!metrics.encode().contains(url));
     }
 }

@@ -2,6 +2,8 @@
 //! endpoint and process limits. Built on the data path in `proxy`; see ARCHITECTURE.md.
 
 pub mod admin;
+pub(crate) mod crl_fetch;
+pub(crate) mod crl_schedule;
 pub mod fd_limit;
 pub(crate) mod health;
 pub mod reload;

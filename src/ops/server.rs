@@ -24,6 +24,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::close_cause::CloseCause;
 use crate::metrics::Metrics;
 use crate::ops::admin::{self, Readiness};
+use crate::ops::crl_fetch::CrlFetcher;
 use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
 use crate::proxy::connection::{self, Context};
@@ -110,11 +111,17 @@ pub struct Server {
     reload_tx: mpsc::Sender<ReloadRequest>,
     reload_rx: mpsc::Receiver<ReloadRequest>,
     watched_files: Vec<std::path::PathBuf>,
+    crls: CrlFetcher,
 }
 
 impl Server {
-    /// Binds every `listen` address (and `admin`, if set) of the config.
+    /// Binds every `listen` address (and `admin`, if set) of the config, after the first fetch of
+    /// its `crl_urls` (bounded, see `crl_fetch.rs`).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let metrics = Metrics::new();
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let mut crls = CrlFetcher::new(metrics.clone(), ReloadHandle(reload_tx.clone()));
+        let config = crls.start(config).await;
         let mut bound = Vec::with_capacity(config.listen.len());
         for &address in &config.listen {
             bound.push(
@@ -125,7 +132,6 @@ impl Server {
             Some(address) => Some(admin::bind(address).await.map_err(|source| ServerError::Bind { address, source })?),
             None => None,
         };
-        let metrics = Metrics::new();
         metrics.config_loaded(true);
         export_certificate_expiry(&metrics, &config.routes);
         let cap = ConnectionCap::for_max_connections(config.limits.max_connections);
@@ -140,7 +146,6 @@ impl Server {
             metrics,
             limits: config.limits.clone(),
         };
-        let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Server {
             config_path: config.source.clone(),
             listen: config.listen.clone(),
@@ -156,6 +161,7 @@ impl Server {
             reload_tx,
             reload_rx,
             watched_files: config.files,
+            crls,
         })
     }
 
@@ -191,7 +197,7 @@ impl Server {
     /// As [`Server::run`]; cancelling `end_drain` (a second SIGTERM) during the drain closes
     /// every remaining connection at once instead of waiting for `drain_timeout`.
     pub async fn run_until(self, shutdown: CancellationToken, end_drain: CancellationToken) -> Result<(), ServerError> {
-        let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, .. } = self;
+        let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, mut crls, .. } = self;
         let context = shared.context.load_full();
         let admin_stop = CancellationToken::new();
         if let Some(listener) = admin {
@@ -224,8 +230,8 @@ impl Server {
             };
             // The load (parse, read every file, build every TLS config) can take seconds: it runs
             // on a blocking thread so that a SIGTERM meanwhile starts the drain at once.
-            let path = config_path.clone();
-            let load = tokio::task::spawn_blocking(move || config::load(&path));
+            let (path, fetched) = (config_path.clone(), crls.snapshot());
+            let load = tokio::task::spawn_blocking(move || config::load_with_crls(&path, fetched));
             let loaded = tokio::select! {
                 () = shutdown.cancelled() => {
                     tracing::info!("shutting down: the reload in progress is abandoned");
@@ -234,9 +240,11 @@ impl Server {
                 }
                 loaded = load => loaded,
             };
+            let crl_sources = loaded.as_ref().ok().and_then(|l| l.as_ref().ok()).map(|c| c.crl_sources.clone());
             let result = apply_loaded(loaded, &shared, &mut listeners);
             match &result {
                 Ok(reloaded) => {
+                    crls.follow(&crl_sources.unwrap_or_default());
                     health.checker.close_jitter = shared.context.load().limits.close_jitter;
                     health.restart(&shared);
                     log_reloaded(reloaded);

@@ -7,6 +7,7 @@ pub(crate) mod cert_dir;
 pub(crate) mod cert_resolver;
 pub mod connection;
 pub(crate) mod fd_exhaustion;
+pub(crate) mod fetched_crls;
 pub mod hello;
 pub mod inbound;
 pub(crate) mod ip_limit;

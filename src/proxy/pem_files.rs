@@ -144,7 +144,7 @@ fn parse_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     }
 }
 
-fn parse_crls(bytes: Vec<u8>) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+pub(crate) fn parse_crls(bytes: Vec<u8>) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let crls = if bytes.trim_ascii_start().starts_with(b"-----") {
         CertificateRevocationListDer::pem_slice_iter(&bytes)
             .collect::<Result<Vec<_>, _>>()

@@ -18,6 +18,7 @@ use crate::metrics::close_cause::HandshakeFailure;
 use crate::proxy::backend::Identity;
 use crate::proxy::cert_dir;
 use crate::proxy::cert_resolver::{self, CertResolver};
+use crate::proxy::fetched_crls::{CrlPending, FetchedCrls};
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 use crate::proxy::resumption::{self, Binding, RouteSessions, TicketSource};
 use crate::proxy::session_tickets::TicketKeys;
@@ -164,17 +165,20 @@ pub struct LoadCache {
     now: i64,
     /// `session_tickets`: the shared key file's keys and the ticket lifetime.
     pub ticket_keys: Option<(TicketKeys, Duration)>,
+    /// The CRLs of `crl_urls` fetched so far: what this load's verifiers check.
+    fetched_crls: FetchedCrls,
 }
 
 impl LoadCache {
-    /// An empty cache for a load at Unix time `now`.
-    pub fn new(now: i64) -> LoadCache {
+    /// An empty cache for a load at Unix time `now` with these fetched CRLs.
+    pub fn new(now: i64, fetched_crls: FetchedCrls) -> LoadCache {
         LoadCache {
             files: PemFiles::default(),
             verifiers: HashMap::new(),
             certificates: HashMap::new(),
             now,
             ticket_keys: None,
+            fetched_crls,
         }
     }
 }
@@ -187,6 +191,7 @@ type CertificatesKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 struct VerifierKey {
     ca: PathBuf,
     crls: Vec<PathBuf>,
+    crl_urls: Vec<String>,
     optional: bool,
 }
 
@@ -211,8 +216,10 @@ impl RouteTls {
                 (None, Vec::new())
             }
         };
-        if tls.client_auth == ClientAuth::None && (tls.client_ca.is_some() || !tls.crl.is_empty()) {
-            tracing::warn!("client_ca / crl are ignored with `client_auth: none`");
+        if tls.client_auth == ClientAuth::None
+            && (tls.client_ca.is_some() || !tls.crl.is_empty() || !tls.crl_urls.is_empty())
+        {
+            tracing::warn!("client_ca / crl / crl_urls are ignored with `client_auth: none`");
         }
         problems.extend(alpn_problems(tls));
         let certificates = match certificates {
@@ -524,17 +531,40 @@ impl LoadCache {
         let key = VerifierKey {
             ca: base_dir.join(ca),
             crls: tls.crl.iter().map(|crl| base_dir.join(crl)).collect(),
+            crl_urls: tls.crl_urls.clone(),
             optional: tls.client_auth == ClientAuth::Optional,
         };
         if !problems.is_empty() {
             return Err(problems);
         }
+        let missing = self.add_fetched_crls(&tls.crl_urls, &mut crls);
         if let Some(cached) = self.verifiers.get(&key) {
             return cached.clone().map(|verifier| (Some(verifier), crls));
         }
-        let built = build_verifier(&mut self.files, ca, &key, crls.clone(), provider);
+        let built = build_verifier(&mut self.files, ca, &key, crls.clone(), provider).map(|verifier| {
+            if missing {
+                CrlPending::wrap(verifier)
+            } else {
+                verifier
+            }
+        });
         self.verifiers.insert(key, built.clone());
         built.map(|verifier| (Some(verifier), crls))
+    }
+}
+
+impl LoadCache {
+    /// Adds the fetched CRLs of `urls` to `crls`; true when one of them has none yet (the route
+    /// then fails closed, see `fetched_crls.rs`).
+    fn add_fetched_crls(&self, urls: &[String], crls: &mut Vec<CertificateRevocationListDer<'static>>) -> bool {
+        let mut missing = false;
+        for url in urls {
+            match self.fetched_crls.get(url) {
+                Some(fetched) => crls.extend(fetched.iter().cloned()),
+                None => missing = true,
+            }
+        }
+        missing
     }
 }
 
@@ -663,6 +693,7 @@ pub fn failure_reason(error: &std::io::Error) -> HandshakeFailure {
     match error {
         Error::NoCertificatesPresented => HandshakeFailure::CertificateRequired,
         Error::InvalidCertificate(CertificateError::Revoked) => HandshakeFailure::CertificateRevoked,
+        Error::InvalidCertificate(CertificateError::UnknownRevocationStatus) => HandshakeFailure::RevocationUnknown,
         Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
             HandshakeFailure::CertificateExpired
         }

@@ -48,6 +48,8 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
     pub client_ca: Option<PathBuf>,
     pub crl: Vec<PathBuf>,
+    /// URLs of CRLs fetched by `ops/crl_fetch.rs`; a load reads them from its `FetchedCrls`.
+    pub crl_urls: Vec<String>,
     pub alpn: Vec<String>,
     /// The route's own `alpn` (what it is routed on): offered when `alpn` is empty.
     pub route_alpn: Vec<String>,

@@ -15,6 +15,7 @@ mod client_certificates;
 mod close_causes;
 mod completions_man;
 mod container;
+mod crl_fetch;
 mod deploy;
 mod fd_limit;
 mod hello_limits;
