@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::ops::*;
-use crate::support::tls::{expect_refused, simple_client, tls_connect};
+use crate::support::tls::{client_config, expect_refused, simple_client, tls_connect, ClientOpts, Versions};
 use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -323,4 +323,45 @@ async fn a_crl_server_that_never_answers_delays_the_start_by_the_bounded_wait_on
     assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(9), "{waited:?}");
     println!("no CRL yet: {}", s.refused(&s.keys.good).await);
     s.counted("revocation_unknown", 1.0).await;
+}
+
+/// One connection with a device's kept config: was it resumed, and did the echo come back?
+async fn resumed_and_served(s: &Setup, client: &Arc<rustls::ClientConfig>) -> (bool, bool) {
+    let Ok((mut tls, _)) = tls_connect(s.proxy.addr(0), client.clone(), "c.test").await else {
+        return (false, false);
+    };
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    (resumed, echo(&mut tls, b"hi").await.is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_of_a_certificate_a_fetched_crl_revokes_is_refused() {
+    let (s, server) = setup_with_server(|keys| Some(keys.crl(&[])), &[]).await;
+    let devices = [Versions::Tls13Only, Versions::Tls12Only].map(|versions| {
+        client_config(ClientOpts {
+            roots: vec![s.keys.server_ca.cert_der.clone()],
+            identity: Some(s.keys.bad.identity()),
+            versions,
+            ..Default::default()
+        })
+    });
+    for device in &devices {
+        assert_eq!(resumed_and_served(&s, device).await, (false, true), "a full handshake first");
+        assert_eq!(resumed_and_served(&s, device).await, (true, true), "then resumed, not revoked yet");
+    }
+    server.serve_bytes(s.keys.crl(&[&s.keys.bad]));
+    eventually(REFRESH_WAIT, "the refreshed CRL to refuse a full handshake", || async {
+        match s.accepted(&s.keys.bad).await {
+            Err(_) => Ok(()),
+            Ok(()) => Err("still accepted".to_string()),
+        }
+    })
+    .await;
+    for (device, version) in devices.iter().zip(["TLS 1.3", "TLS 1.2"]) {
+        let before = s.handshake_failures("certificate_revoked").unwrap_or(0.0);
+        let (resumed, served) = resumed_and_served(&s, device).await;
+        // The ticket still opens (the CA and certificates did not change): the re-check refuses.
+        assert!(resumed && !served, "{version}: resumed {resumed}, served {served}");
+        s.counted("certificate_revoked", before + 1.0).await;
+    }
 }
