@@ -132,8 +132,8 @@ pub struct RouteMetrics {
     connections: Counter,
     active: Gauge,
     handshake_seconds: Histogram,
-    full_handshakes: Counter,
-    resumed_handshakes: Counter,
+    /// Full and resumed handshakes; only terminate routes have them (no zero series elsewhere).
+    handshakes: Option<(Counter, Counter)>,
     bytes_in: Counter,
     bytes_out: Counter,
 }
@@ -159,7 +159,9 @@ impl RouteMetrics {
     /// A TLS handshake completed in `duration`, full or resumed.
     pub fn handshake(&self, duration: Duration, resumed: bool) {
         self.handshake_seconds.observe(duration.as_secs_f64());
-        if resumed { &self.resumed_handshakes } else { &self.full_handshakes }.inc();
+        if let Some((full, resumed_count)) = &self.handshakes {
+            if resumed { resumed_count } else { full }.inc();
+        }
     }
 
     pub fn transferred(&self, client_to_backend: u64, backend_to_client: u64) {
@@ -308,9 +310,11 @@ impl Metrics {
         let connections = self.connections.get_or_create(&labels).clone();
         let active = self.active.get_or_create(&labels).clone();
         let handshake_seconds = self.handshake_seconds.get_or_create(&RouteOnly { route: route.to_string() }).clone();
-        let handshakes = |resumed| RouteResumed { route: route.to_string(), resumed };
-        let full_handshakes = self.tls_handshakes.get_or_create(&handshakes("false")).clone();
-        let resumed_handshakes = self.tls_handshakes.get_or_create(&handshakes("true")).clone();
+        let handshakes = (mode == "terminate").then(|| {
+            let labels = |resumed| RouteResumed { route: route.to_string(), resumed };
+            let full = self.tls_handshakes.get_or_create(&labels("false")).clone();
+            (full, self.tls_handshakes.get_or_create(&labels("true")).clone())
+        });
         let bytes_in = self.bytes.get_or_create(&bytes("client_to_backend")).clone();
         let bytes_out = self.bytes.get_or_create(&bytes("backend_to_client")).clone();
         let handles = Arc::new(RouteMetrics {
@@ -319,8 +323,7 @@ impl Metrics {
             connections,
             active,
             handshake_seconds,
-            full_handshakes,
-            resumed_handshakes,
+            handshakes,
             bytes_in,
             bytes_out,
         });

@@ -58,6 +58,8 @@ pub struct Reloaded {
     /// Route names that are new, and names that are gone.
     pub routes_added: usize,
     pub routes_removed: usize,
+    /// Terminate routes that kept their session cache and ticket key (clients resume).
+    pub routes_sessions_kept: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +292,7 @@ fn log_reloaded(reloaded: &Reloaded) {
         listeners_opened = reloaded.listeners_opened.len(),
         listeners_closed = reloaded.listeners_closed.len(),
         revoked_sessions = reloaded.revoked_sessions,
+        routes_sessions_kept = reloaded.routes_sessions_kept,
         files = reloaded.files.len(),
         "config reloaded"
     );
@@ -376,8 +379,7 @@ fn apply_loaded(
     let routes = config.routes;
     let (routes_added, routes_removed) = count_added_and_removed(&shared.routes.load(), &routes);
     carry_over_health(&shared.routes.load(), &routes);
-    let sessions_kept = carry_over_sessions(&shared.routes.load(), &routes);
-    tracing::debug!(routes = sessions_kept, "session caches and ticket keys kept across the reload");
+    let routes_sessions_kept = carry_over_sessions(&shared.routes.load(), &routes);
     forget_removed_series(metrics, &shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
     shared.context.store(Arc::new(apply_settings(&context, &config.limits, config.accept_proxy_from, &shared.permits)));
@@ -391,6 +393,7 @@ fn apply_loaded(
         files: config.files,
         routes_added,
         routes_removed,
+        routes_sessions_kept,
     })
 }
 

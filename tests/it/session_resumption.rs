@@ -154,6 +154,8 @@ async fn the_binary_keeps_tickets_across_a_file_watch_reload_and_sighup() {
     for (client, version) in &devices {
         assert_eq!(connect_once(listen, client, "a.test").await, Outcome::Resumed, "{version}: after SIGHUP");
     }
+    let log = child.log_text();
+    assert!(log.contains("routes_sessions_kept=1"), "the reload line counts the route that kept its sessions:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
