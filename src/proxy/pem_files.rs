@@ -174,20 +174,22 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
 }
 
+/// A certificate's subjectAltName DNS names, lowercase (none when it has no SAN extension).
+pub fn certificate_dns_names(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn leaf_facts(der: &CertificateDer<'_>) -> Result<LeafFacts, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|error| format!("certificate does not parse: {error}"))?;
-    let dns_names = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let dns_names = certificate_dns_names(&cert);
     let (sig_alg, key_alg) = describe_certificate(Some(&cert));
     Ok(LeafFacts {
         not_before: cert.validity().not_before.timestamp(),

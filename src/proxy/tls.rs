@@ -19,6 +19,8 @@ use crate::proxy::backend::Identity;
 use crate::proxy::cert_dir;
 use crate::proxy::cert_resolver::{self, CertResolver};
 use crate::proxy::fetched_crls::{CrlPending, FetchedCrls};
+/// For the importers: the names a certificate serves, as `cert_dir` and `check` read them.
+pub use crate::proxy::pem_files::certificate_dns_names;
 use crate::proxy::pem_files::{KeyProblem, PemFiles, ServedKey};
 use crate::proxy::resumption::{self, Binding, RouteSessions, TicketSource};
 use crate::proxy::session_tickets::TicketKeys;

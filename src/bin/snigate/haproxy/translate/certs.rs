@@ -8,7 +8,6 @@
 use std::io::Read;
 use std::path::Path;
 
-use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
 use super::super::lexer::{self, Line};
@@ -168,18 +167,7 @@ pub(super) fn read_bounded(path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
 fn certificate_names(pem: &[u8]) -> Option<Vec<String>> {
     let block = Pem::iter_from_buffer(pem).map_while(Result::ok).find(|block| block.label == "CERTIFICATE")?;
     let cert = block.parse_x509().ok()?;
-    let mut names: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let mut names = snigate::tls::certificate_dns_names(&cert);
     if names.is_empty() {
         names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase));
     }
