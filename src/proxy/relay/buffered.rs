@@ -21,10 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::{both, drive, peer_left, End, HalfError, Transferred};
 
 /// The per-thread scratch buffer one read fills (the largest TLS record's plaintext).
-const SCRATCH_BYTES: usize = 16 * 1024;
+pub(super) const SCRATCH_BYTES: usize = 16 * 1024;
 
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
+    /// Also the splice relay's buffer for small messages (never borrowed across an await).
+    pub(super) static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice());
 }
 
 /// One direction's copy state.
