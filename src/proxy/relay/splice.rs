@@ -96,11 +96,14 @@ struct Half {
 }
 
 impl Half {
+    /// Moves `from` → `to` until EOF (then half-closes `to`, unless `other_done`: the other
+    /// direction has ended already, so the relay ends now and closing sends the FIN).
     fn poll_copy(
         &mut self,
         cx: &mut Context<'_>,
         from: &TcpStream,
         to: &TcpStream,
+        other_done: bool,
         last_activity: &mut Instant,
     ) -> Poll<Result<(), HalfError>> {
         loop {
@@ -124,6 +127,12 @@ impl Half {
             }
             if let Some(pipe) = self.pipe.take() {
                 pipe.give_back();
+            }
+            // The last direction to end needs no half-close: the relay ends with it and closing
+            // the sockets sends the FIN (one syscall fewer per connection).
+            if self.eof && other_done {
+                self.done = true;
+                continue;
             }
             if self.eof {
                 match socket2::SockRef::from(to).shutdown(Shutdown::Write) {
@@ -264,8 +273,8 @@ pub fn relay(
         let mut upstream = Half::default();
         let mut downstream = Half::default();
         let end = drive(idle_timeout, stop, |cx, last_activity| {
-            let up = upstream.poll_copy(cx, &client, &backend, last_activity);
-            let down = downstream.poll_copy(cx, &backend, &client, last_activity);
+            let up = upstream.poll_copy(cx, &client, &backend, downstream.done, last_activity);
+            let down = downstream.poll_copy(cx, &backend, &client, upstream.done, last_activity);
             both(up, down)
         })
         .await;
