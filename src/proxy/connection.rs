@@ -399,8 +399,7 @@ async fn recheck_resumed(
     let Err(error) = route_tls.recheck_resumed(tls_stream.get_ref().1) else {
         return Ok(());
     };
-    let error = std::io::Error::other(error);
-    context.metrics.handshake_failed(&route.name, tls::failure_reason(&error));
+    context.metrics.handshake_failed(&route.name, tls::tls_failure_reason(&error));
     record.session = Session::from_connection(tls_stream.get_ref().1, route_tls.identity).ok().map(Box::new);
     let _ = tls_stream.shutdown().await;
     Err(Close::because(CloseCause::HandshakeFailed, format!("resumed session: {error}")))

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a refused client may go on sending before it is closed anyway: a client that read
 /// its refusal closes within a round trip; this only bounds one that does not.
-pub(crate) const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// The most bytes read and dropped from a refused client (a few of the largest MQTT packets a
 /// device would pipeline); past this it is closed, reset or not.
 const REFUSAL_DRAIN_BYTES: usize = 256 * 1024;

@@ -123,10 +123,6 @@ impl RouteSessions {
         }
         true
     }
-
-    pub fn binding(&self) -> Binding {
-        self.binding
-    }
 }
 
 impl StoresServerSessions for RouteSessions {

@@ -685,13 +685,16 @@ pub fn certificate_identity(cert: &X509Certificate<'_>, identity: Identity) -> O
 
 /// Why a server handshake failed, for metrics.
 pub fn failure_reason(error: &std::io::Error) -> HandshakeFailure {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(error) => tls_failure_reason(error),
+        None if error.kind() == std::io::ErrorKind::UnexpectedEof => HandshakeFailure::ClientClosed,
+        None => HandshakeFailure::Io,
+    }
+}
+
+/// Why rustls refused a handshake (or the re-check of a resumed one), for metrics.
+pub fn tls_failure_reason(error: &rustls::Error) -> HandshakeFailure {
     use rustls::{CertificateError, Error};
-    let Some(error) = error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
-        return match error.kind() {
-            std::io::ErrorKind::UnexpectedEof => HandshakeFailure::ClientClosed,
-            _ => HandshakeFailure::Io,
-        };
-    };
     match error {
         Error::NoCertificatesPresented => HandshakeFailure::CertificateRequired,
         Error::InvalidCertificate(CertificateError::Revoked) => HandshakeFailure::CertificateRevoked,

@@ -224,10 +224,6 @@ async fn a_combined_chain_and_key_pem_works_as_cert_and_key() {
     assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], leaf.cert_der);
 }
 
-async fn successful_reloads(admin: std::net::SocketAddr) -> f64 {
-    metric(&scrape(admin).await, "snigate_config_reloads_total", &[("result", "success")]).unwrap_or(0.0)
-}
-
 /// Polls (up to 10 s) until `sni` is served `expected`.
 async fn wait_until_served(proxy: std::net::SocketAddr, sni: &str, expected: &CertificateDer<'_>, what: &str) {
     eventually(Duration::from_secs(10), what, || async move {

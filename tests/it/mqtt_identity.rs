@@ -11,7 +11,23 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The device certificate's CN, and so the identity the rules compare with.
-const CN: &str = "device-7";
+pub(crate) const CN: &str = "device-7";
+
+/// A CA, the server certificate for `mq.test` and a device certificate with CN [`CN`] (the
+/// [`Pki`] holds their files).
+pub(crate) fn device_pki() -> (Pki, Ca, Leaf, Leaf) {
+    let pki = Pki::new();
+    let ca = pki.ca("ca", "CA");
+    let server = ca.server_cert("mq", &["mq.test"]);
+    let device = ca.client_cert("device", &ClientSpec::cn(CN));
+    (pki, ca, server, device)
+}
+
+/// A terminate route `name` for `mq.test` that requires a client certificate of `ca`, with the
+/// `mqtt:` block `mqtt`.
+pub(crate) fn device_route(name: &str, ca: &Ca, server: &Leaf, mqtt: &str) -> RouteYaml {
+    RouteYaml::new(name, "terminate").sni(&["mq.test"]).cert(server).client_auth("required", ca).mqtt(mqtt)
+}
 
 fn device_client(ca: &Ca, device: &Leaf) -> std::sync::Arc<rustls::ClientConfig> {
     client_config(ClientOpts {
@@ -24,16 +40,8 @@ fn device_client(ca: &Ca, device: &Leaf) -> std::sync::Arc<rustls::ClientConfig>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_id_other_than_the_cn_reads_identifier_rejected_and_no_backend_is_connected() {
     let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::V2)).await;
-    let pki = Pki::new();
-    let ca = pki.ca("ca", "CA");
-    let server = ca.server_cert("mq", &["mq.test"]);
-    let device = ca.client_cert("device", &ClientSpec::cn(CN));
-    let route = RouteYaml::new("mq", "terminate")
-        .sni(&["mq.test"])
-        .cert(&server)
-        .client_auth("required", &ca)
-        .mqtt("{client_id: identity}")
-        .server(backend.addr);
+    let (_pki, ca, server, device) = device_pki();
+    let route = device_route("mq", &ca, &server, "{client_id: identity}").server(backend.addr);
     let proxy = start_proxy(&config_v4("mq", &[route])).await;
 
     let (mut tls, _) = tls_connect(proxy.addr(0), device_client(&ca, &device), "mq.test").await.unwrap();
@@ -53,17 +61,8 @@ async fn a_client_id_other_than_the_cn_reads_identifier_rejected_and_no_backend_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_prefix_accepts_cn_suffix_and_refuses_another_prefix() {
     let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
-    let pki = Pki::new();
-    let ca = pki.ca("ca", "CA");
-    let server = ca.server_cert("mq", &["mq.test"]);
-    let device = ca.client_cert("device", &ClientSpec::cn(CN));
-    let route = RouteYaml::new("mq", "terminate")
-        .sni(&["mq.test"])
-        .cert(&server)
-        .client_auth("required", &ca)
-        .mqtt("{client_id: identity_prefix}")
-        .proxy("none")
-        .server(backend.addr);
+    let (_pki, ca, server, device) = device_pki();
+    let route = device_route("mq", &ca, &server, "{client_id: identity_prefix}").proxy("none").server(backend.addr);
     let proxy = start_proxy(&config_v4("mq", &[route])).await;
 
     let (mut tls, _) = tls_connect(proxy.addr(0), device_client(&ca, &device), "mq.test").await.unwrap();
@@ -152,15 +151,8 @@ async fn next_publish<S: AsyncRead + Unpin>(stream: &mut S, v5: bool) -> (String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn username_identity_makes_mosquitto_2_apply_the_cn_acl() {
     let Some((mut mosquitto, broker, log)) = start_mosquitto_with_acl().await else { return };
-    let pki = Pki::new();
-    let ca = pki.ca("ca", "CA");
-    let server = ca.server_cert("mq", &["mq.test"]);
-    let device = ca.client_cert("device", &ClientSpec::cn(CN));
-    let route = RouteYaml::new("mq", "terminate")
-        .sni(&["mq.test"])
-        .cert(&server)
-        .client_auth("required", &ca)
-        .mqtt("{username: identity, client_id: identity_prefix}")
+    let (_pki, ca, server, device) = device_pki();
+    let route = device_route("mq", &ca, &server, "{username: identity, client_id: identity_prefix}")
         .proxy("none")
         .server(broker);
     let proxy = start_proxy(&config_v4("mq", &[route])).await;

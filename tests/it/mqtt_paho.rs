@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::mqtt_identity::{device_pki, device_route, CN};
 use crate::mqtt_routes::{count_reaches, start_mosquitto};
 use crate::support::*;
 use tokio::net::TcpStream;
@@ -12,8 +13,6 @@ use tokio::net::TcpStream;
 /// How long one paho run may take (the script bounds itself with `--timeout`, 10 s, so it ends
 /// before this; the limit only turns a hang into a failure).
 const PAHO_LIMIT: Duration = Duration::from_secs(20);
-/// The device certificate's CN.
-const CN: &str = "device-7";
 
 /// What paho reported for one session.
 #[derive(Debug)]
@@ -132,17 +131,8 @@ async fn paho_reads_server_unavailable_when_no_server_or_backup_connects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_reads_identifier_rejected_for_a_client_id_that_is_not_the_cn_and_the_cn_gets_through() {
     let Some((_mosquitto, broker)) = start_mosquitto().await else { return };
-    let pki = Pki::new();
-    let ca = pki.ca("ca", "CA");
-    let server = ca.server_cert("mq", &["mq.test"]);
-    let device = ca.client_cert("device", &ClientSpec::cn(CN));
-    let route = RouteYaml::new("mq", "terminate")
-        .sni(&["mq.test"])
-        .cert(&server)
-        .client_auth("required", &ca)
-        .mqtt("{client_id: identity}")
-        .proxy("none")
-        .server(broker);
+    let (_pki, ca, server, device) = device_pki();
+    let route = device_route("mq", &ca, &server, "{client_id: identity}").proxy("none").server(broker);
     let proxy = start_proxy(&config_v4("mq", &[route])).await;
     let port = proxy.addr(0).port();
 
@@ -163,18 +153,9 @@ async fn paho_reads_identifier_rejected_for_a_client_id_that_is_not_the_cn_and_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paho_sessions_are_logged_with_their_connect_fields_and_the_rewritten_username() {
     let Some((_mosquitto, broker)) = start_mosquitto().await else { return };
-    let pki = Pki::new();
-    let ca = pki.ca("ca", "CA");
-    let server = ca.server_cert("mq", &["mq.test"]);
-    let device = ca.client_cert("device", &ClientSpec::cn(CN));
+    let (pki, ca, server, device) = device_pki();
     let tcp_route = RouteYaml::new("mq", "tcp").mqtt("{}").proxy("none").server(broker);
-    let identity_route = RouteYaml::new("mq-identity", "terminate")
-        .sni(&["mq.test"])
-        .cert(&server)
-        .client_auth("required", &ca)
-        .mqtt("{username: identity}")
-        .proxy("none")
-        .server(broker);
+    let identity_route = device_route("mq-identity", &ca, &server, "{username: identity}").proxy("none").server(broker);
     let listen = closed_port().await;
     let config = pki.write("routes.yaml", &config_yaml(&[&listen.to_string()], "mq", &[tcp_route, identity_route]));
     let mut child = spawn_with_json_log(&config);

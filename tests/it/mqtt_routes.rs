@@ -69,6 +69,15 @@ pub(crate) async fn start_mosquitto() -> Option<(KillOnDrop, std::net::SocketAdd
     Some((mosquitto, addr))
 }
 
+/// `mqtt:` routes to `server`: `mq-tls` terminates TLS for `mq.test` with `leaf`, `mq-tcp` takes
+/// plain TCP (make it the default).
+fn mqtt_routes_to(leaf: &Leaf, server: std::net::SocketAddr) -> [RouteYaml; 2] {
+    [
+        RouteYaml::new("mq-tls", "terminate").sni(&["mq.test"]).cert(leaf).mqtt("{}").server(server),
+        RouteYaml::new("mq-tcp", "tcp").mqtt("{}").server(server),
+    ]
+}
+
 /// Sends `packet`, reads the CONNACK's first four bytes: type, length, flags, code.
 pub(crate) async fn connack<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, packet: &[u8]) -> Vec<u8> {
     stream.write_all(packet).await.unwrap();
@@ -156,10 +165,7 @@ async fn all_backends_down_mqtt_clients_read_server_unavailable_before_eof() {
     let pki = Pki::new();
     let ca = pki.ca("ca", "CA");
     let server = ca.server_cert("mq", &["mq.test"]);
-    let down = closed_port().await;
-    let tls_route = RouteYaml::new("mq-tls", "terminate").sni(&["mq.test"]).cert(&server).mqtt("{}").server(down);
-    let tcp_route = RouteYaml::new("mq-tcp", "tcp").mqtt("{}").server(down);
-    let proxy = start_proxy(&config_v4("mq-tcp", &[tls_route, tcp_route])).await;
+    let proxy = start_proxy(&config_v4("mq-tcp", &mqtt_routes_to(&server, closed_port().await))).await;
 
     let mut tcp = TcpStream::connect(proxy.addr(0)).await.unwrap();
     tcp.write_all(&connect(4, "down-311", None)).await.unwrap();
@@ -280,10 +286,7 @@ async fn a_refused_client_that_pipelined_more_bytes_still_reads_its_connack() {
     let pki = Pki::new();
     let ca = pki.ca("ca", "CA");
     let server = ca.server_cert("mq", &["mq.test"]);
-    let down = closed_port().await;
-    let tls_route = RouteYaml::new("mq-tls", "terminate").sni(&["mq.test"]).cert(&server).mqtt("{}").server(down);
-    let tcp_route = RouteYaml::new("mq-tcp", "tcp").mqtt("{}").server(down);
-    let proxy = start_proxy(&config_v4("mq-tcp", &[tls_route, tcp_route])).await;
+    let proxy = start_proxy(&config_v4("mq-tcp", &mqtt_routes_to(&server, closed_port().await))).await;
     let mut pipelined = connect(4, "eager", None);
     for _ in 0..64 {
         pipelined.extend_from_slice(&[0x30, 0xff, 0x07]); // PUBLISH, 1,023 bytes (varint 0xff 0x07)

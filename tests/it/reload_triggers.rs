@@ -22,24 +22,10 @@ fn config_text(listen: SocketAddr, admin: SocketAddr, server: &str) -> String {
     )
 }
 
-async fn successful_reloads(admin: SocketAddr) -> f64 {
-    metric(&scrape(admin).await, "snigate_config_reloads_total", &[("result", "success")]).unwrap_or(0.0)
-}
-
 async fn assert_reloads_stay(admin: SocketAddr, expected: f64, after: &str, child: &ChildProxy) {
     tokio::time::sleep(QUIET).await;
     let counted = successful_reloads(admin).await;
     assert_eq!(counted, expected, "successful loads after {after}\n--- snigate log ---\n{}", child.log_text());
-}
-
-async fn wait_for_reloads(admin: SocketAddr, expected: f64, after: &str) {
-    eventually(Duration::from_secs(10), after, || async move {
-        match successful_reloads(admin).await {
-            counted if counted >= expected => Ok(()),
-            counted => Err(format!("{counted} successful loads, want {expected}")),
-        }
-    })
-    .await;
 }
 
 /// A ConfigMap volume as the kubelet writes it: `routes.yaml -> ..data/routes.yaml`,

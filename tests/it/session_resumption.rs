@@ -116,16 +116,6 @@ async fn spawn_binary(dir: &Path, name: &str, yaml: &str, admin: std::net::Socke
     (child, config)
 }
 
-async fn wait_for_reloads(admin: std::net::SocketAddr, at_least: f64, after: &str) {
-    eventually(std::time::Duration::from_secs(10), after, || async move {
-        match metric(&scrape(admin).await, "snigate_config_reloads_total", &[("result", "success")]).unwrap_or(0.0) {
-            counted if counted >= at_least => Ok(()),
-            counted => Err(format!("{counted} successful loads, want {at_least}")),
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_keeps_tickets_across_a_file_watch_reload_and_sighup() {
     let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;

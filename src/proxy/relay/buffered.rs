@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{both, drive, peer_left, End, HalfError, Transferred};
+use super::{both, drive, peer_left, End, HalfError, Spill, Transferred};
 
 /// The per-thread scratch buffer one read fills (the largest TLS record's plaintext).
 pub(super) const SCRATCH_BYTES: usize = 16 * 1024;
@@ -31,9 +31,7 @@ thread_local! {
 /// One direction's copy state.
 #[derive(Default)]
 struct Half {
-    /// Bytes read but not yet taken by the writer; empty (no allocation) unless the writer is slow.
-    spill: Vec<u8>,
-    spill_written: usize,
+    spill: Spill,
     /// A write went out that the writer may still buffer (TLS records): flush before reading on.
     needs_flush: bool,
     /// The reader reached EOF: shut the writer down, then this direction is done.
@@ -61,18 +59,12 @@ impl Half {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            while self.spill_written < self.spill.len() {
-                let n = ready!(writer.as_mut().poll_write(cx, &self.spill[self.spill_written..]))
-                    .map_err(HalfError::Write)?;
+            while !self.spill.pending().is_empty() {
+                let n = ready!(writer.as_mut().poll_write(cx, self.spill.pending())).map_err(HalfError::Write)?;
                 if n == 0 {
                     return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into())));
                 }
-                self.spill_written += n;
-            }
-            if !self.spill.is_empty() {
-                // Drained: give the memory back, an idle connection holds none.
-                self.spill = Vec::new();
-                self.spill_written = 0;
+                self.spill.advance(n);
             }
             if self.needs_flush {
                 ready!(writer.as_mut().poll_flush(cx)).map_err(HalfError::Write)?;
@@ -107,8 +99,7 @@ impl Half {
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(HalfError::Write(error))),
                     Poll::Pending => {
-                        self.spill = scratch[written..read].to_vec();
-                        self.spill_written = 0;
+                        self.spill.keep(&scratch[written..read]);
                         break;
                     }
                 }

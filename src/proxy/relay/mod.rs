@@ -58,6 +58,36 @@ impl End {
     }
 }
 
+/// Bytes a direction read but its writer has not taken yet. Empty (no allocation) unless the
+/// writer is slow, and the memory is given back as soon as it drains: an idle connection holds
+/// none. While it holds bytes, reading in that direction pauses (the back-pressure).
+#[derive(Debug, Default)]
+pub(crate) struct Spill {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Spill {
+    /// Keeps `rest`, which the writer would not take now.
+    pub(crate) fn keep(&mut self, rest: &[u8]) {
+        self.bytes = rest.to_vec();
+        self.written = 0;
+    }
+
+    /// What is still to be written (empty when drained).
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+
+    /// `n` more bytes were written; once all are, the buffer is freed.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.written += n;
+        if self.written >= self.bytes.len() {
+            *self = Spill::default();
+        }
+    }
+}
+
 /// Whether a shutdown failed only because the peer already left (it reset the connection after
 /// its own close): nothing was left to deliver, so the close is still an orderly one.
 pub(crate) fn peer_left(error: &io::Error) -> bool {

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::buffered::{SCRATCH, SCRATCH_BYTES};
-use super::{both, drive, peer_left, End, HalfError, Transferred};
+use super::{both, drive, peer_left, End, HalfError, Spill, Transferred};
 
 /// Pipe capacity asked for, and so the bytes moved per splice: fewer, larger splices per GB.
 /// Where the kernel refuses (`fs.pipe-max-size`, the per-user pipe page quota) the pipe keeps its
@@ -85,9 +85,8 @@ struct Half {
     /// Holds `in_pipe` bytes that the writer has not taken yet; `None` when nothing is in flight.
     pipe: Option<Pipe>,
     in_pipe: usize,
-    /// Copied bytes the writer has not taken yet; empty (no allocation) unless it is slow.
-    spill: Vec<u8>,
-    spill_written: usize,
+    /// Copied bytes the writer has not taken yet.
+    spill: Spill,
     /// A read filled the scratch buffer: bulk, so this direction splices from now on.
     splicing: bool,
     eof: bool,
@@ -170,19 +169,14 @@ impl Half {
 impl Half {
     /// Writes out what an earlier copy left over.
     fn poll_write_spill(&mut self, cx: &mut Context<'_>, to: &TcpStream) -> Poll<Result<(), HalfError>> {
-        while self.spill_written < self.spill.len() {
+        while !self.spill.pending().is_empty() {
             ready!(to.poll_write_ready(cx)).map_err(HalfError::Write)?;
-            match to.try_write(&self.spill[self.spill_written..]) {
+            match to.try_write(self.spill.pending()) {
                 Ok(0) => return Poll::Ready(Err(HalfError::Write(io::ErrorKind::WriteZero.into()))),
-                Ok(n) => self.spill_written += n,
+                Ok(n) => self.spill.advance(n),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Poll::Ready(Err(HalfError::Write(error))),
             }
-        }
-        if !self.spill.is_empty() {
-            // Drained: give the memory back, an idle connection holds none.
-            self.spill = Vec::new();
-            self.spill_written = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -225,8 +219,7 @@ impl Half {
                 Ok(0) => return Err(HalfError::Write(io::ErrorKind::WriteZero.into())),
                 Ok(n) => written += n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.spill = scratch[written..read].to_vec();
-                    self.spill_written = 0;
+                    self.spill.keep(&scratch[written..read]);
                     break;
                 }
                 Err(error) => return Err(HalfError::Write(error)),

@@ -259,3 +259,19 @@ impl ChildProxy {
         }
     }
 }
+
+/// `snigate_config_reloads_total{result="success"}` from the admin endpoint at `admin`.
+pub async fn successful_reloads(admin: SocketAddr) -> f64 {
+    metric(&scrape(admin).await, "snigate_config_reloads_total", &[("result", "success")]).unwrap_or(0.0)
+}
+
+/// Waits (up to 10 s) until at least `expected` successful loads are counted.
+pub async fn wait_for_reloads(admin: SocketAddr, expected: f64, after: &str) {
+    eventually(Duration::from_secs(10), after, || async move {
+        match successful_reloads(admin).await {
+            counted if counted >= expected => Ok(()),
+            counted => Err(format!("{counted} successful loads, want {expected}")),
+        }
+    })
+    .await;
+}
