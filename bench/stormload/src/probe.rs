@@ -107,7 +107,8 @@ async fn live(
             stream.read_exact(&mut echoed).await?;
             Ok::<_, std::io::Error>(())
         };
-        let lost = match tokio::time::timeout(ECHO_TIMEOUT, round_trip).await {
+        let result = tokio::time::timeout(ECHO_TIMEOUT, round_trip).await;
+        let lost = match result {
             Ok(Ok(())) if echoed == payload => None,
             Ok(Ok(())) => Some("corrupt"),
             Ok(Err(error)) => Some(Refusal::of(&error).kind()),
