@@ -16,6 +16,7 @@ use std::sync::Arc;
 mod crl_url;
 mod duration;
 mod error;
+mod route_limits;
 mod schema;
 mod ticket_key_file;
 mod validate;

@@ -87,6 +87,31 @@ pub struct RawLimits {
     /// Default 5s.
     #[serde(default, deserialize_with = "opt_duration")]
     pub close_jitter: Option<Duration>,
+    /// Default none (no rate): new TLS handshakes per second across every route (on passthrough
+    /// and tcp routes, new backend sessions), a token bucket.
+    #[serde(default)]
+    pub handshakes_per_second: Option<u32>,
+    /// Default `handshakes_per_second` (one second's worth): how many pass at once.
+    #[serde(default)]
+    pub handshake_burst: Option<u32>,
+}
+
+/// `routes[].limits`: each one at most the proxy-wide value of the same name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteLimits {
+    /// Default none (only `limits.max_connections`): open connections of this route.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Default none (only `limits.max_handshakes`, shared fairly): terminate routes only.
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
+    /// Default none: this route's new handshakes (passthrough and tcp: backend sessions) per second.
+    #[serde(default)]
+    pub handshakes_per_second: Option<u32>,
+    /// Default `handshakes_per_second`.
+    #[serde(default)]
+    pub handshake_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +134,9 @@ pub struct RawRoute {
     /// Default none: terminate and tcp routes only; the first packet must then be an MQTT CONNECT.
     #[serde(default)]
     pub mqtt: Option<RawMqtt>,
+    /// Default none: only the proxy-wide limits apply.
+    #[serde(default)]
+    pub limits: Option<RawRouteLimits>,
     /// Required.
     pub backend: RawBackend,
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::crl_url::CrlSources;
 use super::error::{ConfigError, ConfigErrors, Reporter};
+use super::route_limits;
 use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls};
 use super::ticket_key_file;
 use super::yaml_position::Span;
@@ -92,7 +93,16 @@ pub(super) fn validate(
         }
         let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
         let mqtt = raw_route.mqtt.as_ref().and_then(|raw| build_mqtt(raw_route, raw, report, span, &mut found.errors));
-        routes.push(Route { name: raw_route.name.clone(), alpn, mode: raw_route.mode, tls: route_tls, mqtt, backend });
+        let route_limits = route_limits::build(raw_route, &limits, report, span, &mut found.errors);
+        routes.push(Route {
+            name: raw_route.name.clone(),
+            alpn,
+            mode: raw_route.mode,
+            tls: route_tls,
+            mqtt,
+            limits: route_limits,
+            backend,
+        });
     }
 
     let default = raw.default.as_deref().and_then(|name| names.default_route(name, report, &mut found.errors));
@@ -417,6 +427,7 @@ fn build_limits(raw: &RawLimits, report: &Reporter, errors: &mut Vec<ConfigError
         handshake_timeout: raw.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
         drain_timeout: raw.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         close_jitter: raw.close_jitter.unwrap_or(DEFAULT_CLOSE_JITTER),
+        handshake_rate: route_limits::rate(raw.handshakes_per_second, raw.handshake_burst, &key_at, report, errors),
     };
     if limits.max_hello_bytes < MIN_MAX_HELLO_BYTES {
         errors.push(report.error(

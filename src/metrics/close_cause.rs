@@ -84,7 +84,11 @@ labels! {
         UnknownSni => "unknown_sni",
         /// No valid SNI and `default` is `reject` (the client gets `unrecognized_name`).
         NoSni => "no_sni",
-        /// No handshake slot (`max_handshakes`) came free within the queue wait.
+        /// The route already has `routes[].limits.max_connections` open connections.
+        RouteConnectionLimit => "route_connection_limit",
+        /// No token of `handshakes_per_second` (the route's or the proxy's) within the wait.
+        HandshakeRate => "handshake_rate",
+        /// No handshake slot (`max_handshakes`, the proxy's or the route's) came free within the wait.
         HandshakeLimit => "handshake_limit",
         /// The TLS handshake did not finish within `handshake_timeout`.
         HandshakeTimeout => "handshake_timeout",
@@ -199,6 +203,12 @@ labels! {
         /// `mqtt.client_id: identity|identity_prefix` and the client id does not fit the verified
         /// client identity: CONNACK 2 (3.x) or 0x85 (MQTT 5).
         ClientIdRejected => "client_id_rejected",
+        /// The route is at `limits.max_connections` (tcp routes, after the CONNECT): CONNACK 3
+        /// (3.x) or 0x97 quota exceeded (MQTT 5).
+        QuotaExceeded => "quota_exceeded",
+        /// No token of `handshakes_per_second` (tcp routes, after the CONNECT): CONNACK 3 (3.x) or
+        /// 0x9F connection rate exceeded (MQTT 5).
+        RateExceeded => "rate_exceeded",
     }
 }
 
@@ -212,6 +222,8 @@ impl MqttRefusal {
             MqttRefusal::UnsupportedVersion => CloseCause::MqttUnsupportedVersion,
             MqttRefusal::ServerUnavailable => CloseCause::BackendUnavailable,
             MqttRefusal::ClientIdRejected => CloseCause::MqttClientIdRejected,
+            MqttRefusal::QuotaExceeded => CloseCause::RouteConnectionLimit,
+            MqttRefusal::RateExceeded => CloseCause::HandshakeRate,
         }
     }
 }

@@ -28,7 +28,9 @@ use crate::ops::crl_fetch::CrlFetcher;
 use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
 use crate::proxy::connection::{self, Context};
+use crate::proxy::handshake_gate::HandshakeGate;
 use crate::proxy::ip_limit::IpLimiter;
+use crate::proxy::route_limits::RouteAdmission;
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::Sessions;
 
@@ -140,7 +142,8 @@ impl Server {
         cap.warn_if_lowered();
         metrics.connection_slots(cap.effective);
         let context = Context {
-            handshakes: Arc::new(Semaphore::new(config.limits.max_handshakes)),
+            handshakes: HandshakeGate::new(config.limits.max_handshakes),
+            admission: RouteAdmission::new(),
             hard_stop: CancellationToken::new(),
             accept_proxy_from: config.accept_proxy_from.clone(),
             per_ip: IpLimiter::new(config.limits.max_connections_per_ip),
@@ -382,6 +385,7 @@ fn apply_loaded(
     let routes_sessions_kept = carry_over_sessions(&shared.routes.load(), &routes);
     forget_removed_series(metrics, &shared.routes.load(), &routes);
     shared.routes.store(routes.clone());
+    forget_unlimited_routes(&context.admission, &routes);
     shared.context.store(Arc::new(apply_settings(&context, &config.limits, config.accept_proxy_from, &shared.permits)));
     metrics.config_loaded(true);
     export_certificate_expiry(metrics, &routes);
@@ -492,7 +496,7 @@ fn apply_settings(
     }
     resize(connection_slots, old_cap.effective, new_cap.effective, "max_connections");
     old.metrics.connection_slots(new_cap.effective);
-    resize(&old.handshakes, old.limits.max_handshakes, limits.max_handshakes, "max_handshakes");
+    old.handshakes.set_capacity(limits.max_handshakes);
     old.per_ip.set_max(limits.max_connections_per_ip);
     Context {
         limits: limits.clone(),
@@ -501,6 +505,7 @@ fn apply_settings(
         sessions: old.sessions.clone(),
         metrics: old.metrics.clone(),
         handshakes: old.handshakes.clone(),
+        admission: old.admission.clone(),
         hard_stop: old.hard_stop.clone(),
     }
 }
@@ -516,6 +521,17 @@ fn resize(semaphore: &Semaphore, old: usize, new: usize, what: &str) {
             tracing::warn!(limit = what, old, new, forgotten, "lowered limit only partly applied: slots are in use");
         }
     }
+}
+
+/// The counts and buckets of routes that no longer have those limits (or no longer exist) go;
+/// a route that keeps its limits keeps its open count and its bucket across the reload.
+fn forget_unlimited_routes(admission: &RouteAdmission, routes: &RouteTable) {
+    let limited: HashMap<&str, (bool, bool)> = routes
+        .routes()
+        .iter()
+        .map(|route| (route.name.as_str(), (route.limits.max_connections.is_some(), route.limits.rate.is_some())))
+        .collect();
+    admission.retain(|name| limited.get(name).copied().unwrap_or_default());
 }
 
 fn export_certificate_expiry(metrics: &Metrics, routes: &RouteTable) {

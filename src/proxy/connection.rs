@@ -15,6 +15,7 @@ use tracing::{field, Instrument};
 use crate::metrics::close_cause::{CloseCause, HandshakeFailure, MqttRefusal};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
 use crate::proxy::backend::{self, ProxyProtocol};
+use crate::proxy::handshake_gate::HandshakeGate;
 use crate::proxy::hello::{self, Hello, Progress};
 use crate::proxy::inbound;
 use crate::proxy::ip_limit::{IpLimiter, IpPermit};
@@ -26,6 +27,7 @@ use crate::proxy::prefixed::Prefixed;
 use crate::proxy::proxy_header::{self, Meta, Ssl};
 use crate::proxy::relay::{self, Transferred};
 use crate::proxy::route::{Mode, Route};
+use crate::proxy::route_limits::{LimitRefusal, RouteAdmission, RoutePermit};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
@@ -35,11 +37,18 @@ use crate::proxy::tls::Session;
 /// (`RUST_LOG=snigate::connection=info`) whatever module writes the line.
 pub const ACCESS_LOG_TARGET: &str = "snigate::connection";
 
-/// How long a terminate connection waits for a handshake slot when `max_handshakes` are running.
+/// How long a terminate connection waits for a handshake slot when `max_handshakes` are running
+/// (the proxy's, or its route's fair share).
 const HANDSHAKE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a connection over `handshakes_per_second` waits for a token before it is refused:
+/// long enough to smooth a burst, short enough that a client at the limit is told soon.
+const RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Fatal `unrecognized_name` alert (TLS record, alert level 2, description 112).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// Fatal `internal_error` alert (description 80), before any handshake: a limit refuses the client.
+/// TLS has no "busy, try later" alert; this one says the refusal is the server's, not the peer's.
+const ALERT_INTERNAL_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -50,7 +59,10 @@ pub struct Context {
     pub per_ip: Arc<IpLimiter>,
     pub sessions: Arc<Sessions>,
     pub metrics: Arc<Metrics>,
-    pub handshakes: Arc<tokio::sync::Semaphore>,
+    /// Handshake slots, shared fairly between routes.
+    pub handshakes: Arc<HandshakeGate>,
+    /// What `routes[].limits` and the proxy's handshake rate count.
+    pub admission: Arc<RouteAdmission>,
     /// Cancelled when the drain deadline passes: live relays close.
     pub hard_stop: CancellationToken,
 }
@@ -465,6 +477,15 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
                 Err(close) => return close,
             },
         };
+        let _route_permit = match admit_to_route(route, context) {
+            Ok((permit, wait)) => {
+                wait_for_token(wait).await;
+                permit
+            }
+            Err(refusal) => {
+                return Box::pin(refuse_forward(&mut stream, refusal, hello.is_some(), route, context, record)).await
+            }
+        };
         // Taken apart so that only the session count's guard stays for the session's life.
         let backend::Connected { stream: backend_stream, server, index, load: _load } =
             match connect_or_refuse(&mut stream, route, client, context, record).await {
@@ -508,15 +529,21 @@ fn terminate<'a>(
     hello: Hello,
     route_tls: &'a tls::RouteTls,
 ) -> impl Future<Output = Close> + Send + 'a {
-    let Conn { stream, received, client, local, route, context, record } = conn;
+    let Conn { mut stream, received, client, local, route, context, record } = conn;
     async move {
         let limits = &context.limits;
-        let Ok(Ok(handshake_permit)) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, context.handshakes.acquire()).await
-        else {
-            return Close::because(
-                CloseCause::HandshakeLimit,
-                format!("{} handshakes in progress", limits.max_handshakes),
-            );
+        let _route_permit = match admit_to_route(route, context) {
+            Ok((permit, wait)) => {
+                wait_for_token(wait).await;
+                permit
+            }
+            Err(refusal) => return refuse_before_handshake(&mut stream, limit_close(refusal, route, limits)).await,
+        };
+        let slot = context.handshakes.acquire(&route.name, route.limits.max_handshakes);
+        let Ok(handshake_permit) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, slot).await else {
+            let (in_progress, of_route) = context.handshakes.in_progress(&route.name);
+            let detail = format!("{in_progress} handshakes in progress, {of_route} of this route");
+            return refuse_before_handshake(&mut stream, Close::because(CloseCause::HandshakeLimit, detail)).await;
         };
         let started = std::time::Instant::now();
         // Boxed, like the TLS stream below: the task then keeps only pointers for the session's life
@@ -581,6 +608,57 @@ fn terminate<'a>(
         record.transferred.client_to_backend += replayed_bytes;
         end_to_close(end, &registration)
     }
+}
+
+/// The route's limits before its costly step (the TLS handshake, or the backend's): a place
+/// under its `max_connections`, then a token of its and the proxy's `handshakes_per_second`
+/// within [`RATE_WAIT`] (how long to wait for it). Nothing here touches a route without limits.
+fn admit_to_route(route: &Route, context: &Context) -> Result<(RoutePermit, std::time::Duration), LimitRefusal> {
+    context.admission.admit(&route.name, &route.limits, context.limits.handshake_rate, RATE_WAIT)
+}
+
+/// Waits for a reserved token. Boxed, and only when there is a wait: the timer takes no room in
+/// the session's future.
+async fn wait_for_token(wait: std::time::Duration) {
+    if !wait.is_zero() {
+        Box::pin(tokio::time::sleep(wait)).await;
+    }
+}
+
+fn limit_close(refusal: LimitRefusal, route: &Route, limits: &Limits) -> Close {
+    Close::because(refusal.cause(), refusal.detail(&route.limits, limits.handshake_rate))
+}
+
+/// A limit refused a TLS client before its handshake: a fatal `internal_error` alert, then close.
+/// No handshake was started, so the refusal costs two syscalls.
+async fn refuse_before_handshake(stream: &mut TcpStream, close: Close) -> Close {
+    let _ = stream.write_all(&ALERT_INTERNAL_ERROR).await;
+    let _ = stream.shutdown().await;
+    close
+}
+
+/// A limit refused a passthrough or tcp client: the TLS alert if it sent a hello, the CONNACK
+/// if an `mqtt:` route read its CONNECT (then a lingering close), else a plain close.
+async fn refuse_forward(
+    stream: &mut TcpStream,
+    refusal: LimitRefusal,
+    sent_hello: bool,
+    route: &Route,
+    context: &Context,
+    record: &Record,
+) -> Close {
+    let close = limit_close(refusal, route, &context.limits);
+    if let Some(connect) = record.mqtt.as_deref() {
+        context.metrics.mqtt_refused(&route.name, refusal.mqtt_refusal());
+        let _ = stream.write_all(&crate::proxy::mqtt::connack::refusal(connect.version, refusal.connack())).await;
+        linger::close_after_refusal(stream).await;
+        return close;
+    }
+    if sent_hello {
+        return refuse_before_handshake(stream, close).await;
+    }
+    let _ = stream.shutdown().await;
+    close
 }
 
 // The headers are built in plain functions: in the async ones, `Meta` would take space in the

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::proxy::token_bucket::Rate;
+
 /// Whole ClientHello deadline: a real client sends its hello in one flight, well under a second.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Hello buffer cap: post-quantum hybrid key shares (X25519MLKEM768 alone is 1,216 bytes) make
@@ -45,4 +47,6 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Default [`DEFAULT_CLOSE_JITTER`].
     pub close_jitter: Duration,
+    /// `handshakes_per_second` / `handshake_burst` across every route; default none.
+    pub handshake_rate: Option<Rate>,
 }

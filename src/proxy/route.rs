@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::proxy::backend::Backend;
 use crate::proxy::mqtt_admission::MqttSettings;
+use crate::proxy::route_limits::RouteLimits;
 use crate::proxy::tls::RouteTls;
 
 /// What a route does with the client's bytes.
@@ -36,6 +37,8 @@ pub struct Route {
     pub tls: Option<RouteTls>,
     /// `routes[].mqtt`: the first packet is read as a CONNECT before the backend is connected.
     pub mqtt: Option<MqttSettings>,
+    /// `routes[].limits`, within the proxy's.
+    pub limits: RouteLimits,
     pub backend: Backend,
 }
 

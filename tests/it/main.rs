@@ -39,6 +39,7 @@ mod proxy_decoder;
 mod proxy_header;
 mod relay;
 mod reload_triggers;
+mod route_limits;
 mod routing;
 mod session_resumption;
 mod sni_edge_cases;

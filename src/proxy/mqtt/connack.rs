@@ -36,6 +36,8 @@ pub const V5_SERVER_BUSY: u8 = 0x89;
 pub const V5_PACKET_TOO_LARGE: u8 = 0x95;
 /// 5.0 §3.2.2.2 table 3-1: quota exceeded.
 pub const V5_QUOTA_EXCEEDED: u8 = 0x97;
+/// 5.0 §3.2.2.2 table 3-1: connection rate exceeded.
+pub const V5_CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
 
 /// Why a CONNECT is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,6 +48,8 @@ pub enum Refusal {
     ServerBusy,
     /// A per-route or per-client quota.
     QuotaExceeded,
+    /// A connection or handshake rate.
+    ConnectionRateExceeded,
     /// The client id does not fit the verified identity.
     IdentifierRejected,
     /// A protocol name or level the proxy does not speak.
@@ -63,6 +67,7 @@ impl Refusal {
             Refusal::ServerUnavailable => "server_unavailable",
             Refusal::ServerBusy => "server_busy",
             Refusal::QuotaExceeded => "quota_exceeded",
+            Refusal::ConnectionRateExceeded => "connection_rate_exceeded",
             Refusal::IdentifierRejected => "identifier_rejected",
             Refusal::UnsupportedVersion => "unsupported_version",
             Refusal::Malformed => "malformed",
@@ -76,7 +81,10 @@ impl Refusal {
 pub fn code(version: ProtocolVersion, refusal: Refusal) -> Option<u8> {
     match version {
         ProtocolVersion::V3_1 | ProtocolVersion::V3_1_1 => match refusal {
-            Refusal::ServerUnavailable | Refusal::ServerBusy | Refusal::QuotaExceeded => Some(V3_SERVER_UNAVAILABLE),
+            Refusal::ServerUnavailable
+            | Refusal::ServerBusy
+            | Refusal::QuotaExceeded
+            | Refusal::ConnectionRateExceeded => Some(V3_SERVER_UNAVAILABLE),
             Refusal::IdentifierRejected => Some(V3_IDENTIFIER_REJECTED),
             Refusal::UnsupportedVersion => Some(V3_UNACCEPTABLE_PROTOCOL_VERSION),
             Refusal::Malformed | Refusal::PacketTooLarge => None,
@@ -85,6 +93,7 @@ pub fn code(version: ProtocolVersion, refusal: Refusal) -> Option<u8> {
             Refusal::ServerUnavailable => V5_SERVER_UNAVAILABLE,
             Refusal::ServerBusy => V5_SERVER_BUSY,
             Refusal::QuotaExceeded => V5_QUOTA_EXCEEDED,
+            Refusal::ConnectionRateExceeded => V5_CONNECTION_RATE_EXCEEDED,
             Refusal::IdentifierRejected => V5_CLIENT_IDENTIFIER_NOT_VALID,
             Refusal::UnsupportedVersion => V5_UNSUPPORTED_PROTOCOL_VERSION,
             Refusal::Malformed => V5_MALFORMED_PACKET,
@@ -111,10 +120,11 @@ pub fn refusal(version: ProtocolVersion, refusal: Refusal) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 7] = [
+    const ALL: [Refusal; 8] = [
         Refusal::ServerUnavailable,
         Refusal::ServerBusy,
         Refusal::QuotaExceeded,
+        Refusal::ConnectionRateExceeded,
         Refusal::IdentifierRejected,
         Refusal::UnsupportedVersion,
         Refusal::Malformed,
@@ -122,11 +132,12 @@ mod tests {
     ];
 
     #[test]
-    fn v3_refusals_use_the_four_byte_connack_and_busy_or_quota_read_as_unavailable() {
+    fn v3_refusals_use_the_four_byte_connack_and_busy_quota_or_rate_read_as_unavailable() {
         for version in [ProtocolVersion::V3_1, ProtocolVersion::V3_1_1] {
             assert_eq!(refusal(version, Refusal::ServerUnavailable), [0x20, 0x02, 0x00, 0x03]);
             assert_eq!(refusal(version, Refusal::ServerBusy), [0x20, 0x02, 0x00, 0x03]);
             assert_eq!(refusal(version, Refusal::QuotaExceeded), [0x20, 0x02, 0x00, 0x03]);
+            assert_eq!(refusal(version, Refusal::ConnectionRateExceeded), [0x20, 0x02, 0x00, 0x03]);
             assert_eq!(refusal(version, Refusal::IdentifierRejected), [0x20, 0x02, 0x00, 0x02]);
             assert_eq!(refusal(version, Refusal::UnsupportedVersion), [0x20, 0x02, 0x00, 0x01]);
         }
@@ -142,7 +153,7 @@ mod tests {
 
     #[test]
     fn v5_refusals_carry_the_reason_code_and_empty_properties() {
-        let expected = [0x88, 0x89, 0x97, 0x85, 0x84, 0x81, 0x95];
+        let expected = [0x88, 0x89, 0x97, 0x9F, 0x85, 0x84, 0x81, 0x95];
         for (refused, reason) in ALL.into_iter().zip(expected) {
             assert_eq!(refusal(ProtocolVersion::V5, refused), [0x20, 0x03, 0x00, reason, 0x00], "{refused:?}");
         }

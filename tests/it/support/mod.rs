@@ -240,6 +240,7 @@ pub struct RouteYaml {
     alpn: Vec<String>,
     tls: Vec<String>,
     mqtt: Option<String>,
+    limits: Option<String>,
     servers: Vec<String>,
     backend: Vec<String>,
 }
@@ -254,6 +255,7 @@ impl RouteYaml {
             alpn: Vec::new(),
             tls: Vec::new(),
             mqtt: None,
+            limits: None,
             servers: Vec::new(),
             backend: vec!["proxy_protocol: v2".into(), "connect_timeout: 2s".into()],
         }
@@ -306,6 +308,12 @@ impl RouteYaml {
         self
     }
 
+    /// The route's `limits:` block, as a flow map (`{max_connections: 2}`).
+    pub fn limits(mut self, block: impl Into<String>) -> RouteYaml {
+        self.limits = Some(block.into());
+        self
+    }
+
     /// Any other line under `backend:` (e.g. `identity: san_dns`).
     pub fn backend(mut self, line: impl Into<String>) -> RouteYaml {
         self.backend.push(line.into());
@@ -331,6 +339,9 @@ impl RouteYaml {
         }
         if let Some(block) = &self.mqtt {
             out += &format!("    mqtt: {block}\n");
+        }
+        if let Some(block) = &self.limits {
+            out += &format!("    limits: {block}\n");
         }
         out += "    backend:\n";
         let servers: Vec<String> = self.servers.iter().map(q).collect();
