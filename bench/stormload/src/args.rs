@@ -14,10 +14,7 @@ impl Flags {
         let mut flags = HashMap::new();
         let mut args = args.peekable();
         while let Some(arg) = args.next() {
-            let key = arg
-                .strip_prefix("--")
-                .ok_or_else(|| format!("expected --flag, got {arg:?}"))?
-                .to_owned();
+            let key = arg.strip_prefix("--").ok_or_else(|| format!("expected --flag, got {arg:?}"))?.to_owned();
             let value = match args.peek() {
                 Some(next) if !next.starts_with("--") => args.next().unwrap_or_default(),
                 _ => String::new(), // a bare flag such as --help

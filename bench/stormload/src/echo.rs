@@ -15,10 +15,8 @@ pub fn main(mut flags: Flags) -> Result<(), String> {
     let listen = flags.loopback("listen")?;
     let lifetime = flags.seconds("lifetime-s", 900.0)?;
     flags.finish()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async {
         let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
         socket.set_reuseaddr(true).map_err(|e| format!("SO_REUSEADDR: {e}"))?;

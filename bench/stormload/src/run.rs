@@ -116,10 +116,8 @@ pub fn main(mut flags: Flags) -> Result<(), String> {
         return Ok(());
     }
     let config = Config::from_flags(flags)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(run(config))
 }
 
