@@ -123,6 +123,7 @@ CONF
         cat <<CONF
 global
   maxconn 9000
+  stats socket $work/haproxy.sock
   tune.ssl.cachesize 0
   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
 defaults
@@ -212,11 +213,18 @@ stop() { # stop PID: SIGTERM, then SIGKILL after 5 s
 refusals() { # what the proxy counted of its refusals, where it counts them
   case $1 in
     snigate*) curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '
-      /^snigate_connection_closes_total\{/ && /cause="(handshake|route)_/ && $NF > 0 {
+      /^snigate_connection_closes_total\{/ && /reason="(handshake|route)_/ && $NF > 0 {
         match($0, /route="[^"]*"/); r = substr($0, RSTART + 7, RLENGTH - 8)
-        match($0, /cause="[^"]*"/); c = substr($0, RSTART + 7, RLENGTH - 8)
+        match($0, /reason="[^"]*"/); c = substr($0, RSTART + 8, RLENGTH - 9)
         s = s (s ? ", " : "") r " " c " " $NF }
       END { print (s ? s : "none") }' ;;
+    haproxy*) python3 -c '
+import csv, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
+text = b"".join(iter(lambda: s.recv(65536), b"")).decode().lstrip("# ")
+out = ["%s denied_req %s denied_conn %s denied_sess %s" % (r["pxname"], r["dreq"], r["dcon"], r["dses"])
+       for r in csv.DictReader(text.splitlines()) if r["svname"] == "FRONTEND"]
+print(", ".join(out))' "$work/haproxy.sock" 2>/dev/null || echo "-" ;;
     *) echo "-" ;;
   esac
 }
