@@ -281,22 +281,23 @@ print(sys.argv[4] + "\n")
 print("Configurations:\n")
 print(open(sys.argv[2]).read())
 print("Tenant B and the live sessions (quiet / storm; latencies in ms; B's handshake includes the TCP connect):\n")
-print("| proxy | rep | B handshake p50 | B handshake p99 | B refused | echo RTT p50 | echo RTT p99 | echo p99 storm ÷ quiet | live lost |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| proxy | rep | B handshake p50 | B handshake p99 | B refused (of attempts) | echo RTT p50 | echo RTT p99 | echo RTT max | echo p99 storm ÷ quiet | echoes (n) | live lost |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for (label, rep), p in runs.items():
     q, s, summary = p.get("quiet"), p.get("storm"), p.get("summary", {})
     if not q or not s:
-        print(f"| {label} | {rep} | run incomplete | | | | | | |")
+        print(f"| {label} | {rep} | run incomplete | | | | | | | | |")
         continue
     qe, se = q["echo_ms"].get("p99"), s["echo_ms"].get("p99")
     ratio = f"{se / qe:.1f}×" if qe and se else "—"
-    b_refused = f"{sum(q['b_refused'].values())} / {sum(s['b_refused'].values())} of {q['b_attempts']} / {s['b_attempts']}"
+    b_refused = f"{sum(q['b_refused'].values())} of {q['b_attempts']} / {sum(s['b_refused'].values())} of {s['b_attempts']}"
     if s["b_refused"]:
         b_refused += f" ({kinds(s['b_refused'])})"
     lost = summary.get("live_lost", "?")
     lost = f"{lost} of {summary.get('live_established', '?')}" + (f" ({kinds(summary['live_lost_by'])})" if lost else "")
     print(f"| {label} | {rep} | {pair(q, s, 'b_handshake_ms', 'p50')} | {pair(q, s, 'b_handshake_ms', 'p99')} | "
-          f"{b_refused} | {pair(q, s, 'echo_ms', 'p50')} | {pair(q, s, 'echo_ms', 'p99')} | {ratio} | {lost} |")
+          f"{b_refused} | {pair(q, s, 'echo_ms', 'p50')} | {pair(q, s, 'echo_ms', 'p99')} | {pair(q, s, 'echo_ms', 'max')} | "
+          f"{ratio} | {q['echo_ms']['n']} / {s['echo_ms']['n']} | {lost} |")
 print("\nTenant A's storm and CPU (proxy CPU = utime+stime of its processes; % of one core over the phase):\n")
 print("| proxy | rep | A connected | time to connect all | A attempts | A refused (by kind) | gave up / pending | A handshake p50 / p99 (ms) | proxy CPU quiet | proxy CPU storm | client CPU storm |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
