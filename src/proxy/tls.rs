@@ -342,6 +342,9 @@ fn server_config(
         Some(sessions) => {
             config.session_storage = sessions.clone();
             config.ticketer = sessions;
+            // One ticket per handshake (rustls sends two): a device reconnects one connection at
+            // a time and gets a fresh ticket each time it resumes.
+            config.send_tls13_tickets = 1;
         }
         None => {
             config.session_storage = Arc::new(NoServerSessionStorage {});
