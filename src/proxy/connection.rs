@@ -625,6 +625,7 @@ async fn wait_for_token(wait: std::time::Duration) {
     }
 }
 
+/// The close of a client a limit refused: its cause, and which limit at what value.
 fn limit_close(refusal: LimitRefusal, route: &Route, limits: &Limits) -> Close {
     Close::because(refusal.cause(), refusal.detail(&route.limits, limits.handshake_rate))
 }
