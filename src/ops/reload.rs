@@ -54,8 +54,9 @@ pub fn watch(files: Vec<PathBuf>, handle: ReloadHandle, stop: CancellationToken)
             loaded = now;
             let reloaded = match handle.reload().await {
                 Ok(reloaded) => reloaded,
-                Err(error) => {
-                    tracing::error!(%error, "reload after a file change failed; the running config stays");
+                Err(_) => {
+                    // The server logged the reason (every problem, file:line:column) once.
+                    tracing::warn!("reload after a file change failed; the running config stays");
                     continue;
                 }
             };
