@@ -282,3 +282,63 @@ async fn paho_over_wss_reaches_mosquitto_with_the_cn_as_username() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_not_complete_within_hello_timeout_is_closed() {
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let route = RouteYaml::new("ws", "tcp").websocket("{}").proxy("none").server(backend.addr);
+    let limits = "limits: { hello_timeout: 500ms }";
+    let proxy = start_proxy(&config_with_limits(&["127.0.0.1:0"], "ws", limits, &[route])).await;
+
+    let mut stream = TcpStream::connect(proxy.addr(0)).await.unwrap();
+    stream.write_all(b"GET /mqtt HTTP/1.1\r\nHost: mq.test\r\n").await.unwrap();
+    assert!(read_until_closed(&mut stream).await.bytes().is_empty(), "closed without a response");
+    close_counted(&proxy, "ws", "websocket_upgrade_timeout").await;
+    backend.assert_untouched(Duration::from_millis(100)).await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_says_transport_websocket_only_for_websocket_sessions() {
+    let pki = Pki::new();
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let port = closed_port().await.port();
+    let route =
+        RouteYaml::new("mq", "tcp").mqtt("{}").websocket("{also_plain_mqtt: true}").proxy("none").server(backend.addr);
+    let config = pki.write("routes.yaml", &config_yaml(&[&format!("127.0.0.1:{port}")], "mq", &[route]));
+    let mut child = spawn_with_json_log(&config);
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ws = within("snigate to listen", async {
+        loop {
+            if let Ok(stream) = TcpStream::connect(proxy).await {
+                return stream;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    upgrade(&mut ws).await;
+    let over_ws = connect(4, "over-ws", None);
+    ws.write_all(&binary(&over_ws)).await.unwrap();
+    assert_eq!(read_binary(&mut ws, over_ws.len()).await, over_ws, "echoed by the backend");
+    ws.write_all(&frame(0x88, &1000u16.to_be_bytes())).await.unwrap();
+    read_until_closed(&mut ws).await;
+    let mut plain = TcpStream::connect(proxy).await.unwrap();
+    let plain_connect = connect(4, "plain", None);
+    plain.write_all(&plain_connect).await.unwrap();
+    assert_eq!(read_n(&mut plain, plain_connect.len()).await, plain_connect);
+    plain.shutdown().await.unwrap();
+    read_until_closed(&mut plain).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let log = terminate_and_read_log(&mut child).await;
+    let line_of = |client_id: &str| {
+        let needle = format!("\"mqtt_client_id\":\"{client_id}\"");
+        log.lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no line for {client_id}:\n{log}"))
+            .to_string()
+    };
+    assert!(line_of("over-ws").contains("\"transport\":\"websocket\""), "{log}");
+    assert!(!line_of("plain").contains("\"transport\""), "{log}");
+}
