@@ -202,8 +202,8 @@ fn serve<'a>(
 
 /// An admitted connection as its mode takes it: the client side, where it goes, and what it
 /// reports to. (The admission guards stay with `serve`, which outlives the mode.)
-struct Conn<'a, S = TcpStream> {
-    stream: S,
+struct Conn<'a> {
+    stream: TcpStream,
     /// The bytes read so far, replayed to the backend (or fed to the TLS handshake).
     received: Vec<u8>,
     client: SocketAddr,
@@ -469,8 +469,7 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
                     Ok(Opened::WebSocket { rest }) => {
                         record.websocket = true;
                         let ws = WsStream::new(Prefixed::new(rest, stream), settings.max_message_bytes);
-                        let conn = Conn { stream: (), received: Vec::new(), client, local, route, context, record };
-                        return Box::pin(forward_websocket(ws, conn)).await;
+                        return Box::pin(forward_websocket(ws, client, local, route, context, record)).await;
                     }
                     Err(failure) => return Close::because(failure.cause(), failure),
                 }
@@ -533,9 +532,12 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
 #[allow(clippy::manual_async_fn)]
 fn forward_websocket<'a>(
     ws: WsStream<Prefixed<TcpStream>>,
-    conn: Conn<'a, ()>,
+    client: SocketAddr,
+    local: SocketAddr,
+    route: &'a Route,
+    context: &'a Context,
+    record: &'a mut Record,
 ) -> impl Future<Output = Close> + Send + 'a {
-    let Conn { stream: (), received: _, client, local, route, context, record } = conn;
     async move {
         let mut ws = ws;
         let received = match Box::pin(mqtt_connect(&mut ws, Vec::new(), route, context, record, None)).await {
