@@ -341,7 +341,9 @@ impl Decoder {
         loop {
             let have = usize::from(self.partial_len);
             let need = if have < 2 { 2 } else { header_len([self.partial_header[0], self.partial_header[1]]) };
-            if have >= need {
+            // Parsed as soon as the first two bytes are in: what they alone refuse is refused at
+            // once, however the header is cut.
+            if have >= 2 {
                 if let Some(header) = parse_header(&self.partial_header[..have])? {
                     self.partial_len = 0;
                     return Ok((consumed, Some(header)));
@@ -487,6 +489,15 @@ mod tests {
         expected.extend([7u8; 300]);
         assert_eq!(data, expected);
         assert_eq!(pings, vec![b"are you there".to_vec()]);
+    }
+
+    #[test]
+    fn a_header_cut_after_two_bytes_is_refused_as_early_as_a_whole_one() {
+        let fragmented_ping = [0x09, 0xFD];
+        assert_eq!(Decoder::new(10).decode(&mut fragmented_ping.clone()).unwrap_err(), FrameError::FragmentedControl);
+        let mut decoder = Decoder::new(10);
+        decoder.decode(&mut [0x09]).unwrap();
+        assert_eq!(decoder.decode(&mut [0xFD]).unwrap_err(), FrameError::FragmentedControl);
     }
 
     #[test]
