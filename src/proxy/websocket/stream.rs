@@ -274,6 +274,12 @@ mod tests {
         got
     }
 
+    #[test]
+    fn the_adapter_adds_under_half_a_kib_to_the_stream_it_wraps() {
+        let added_bytes = std::mem::size_of::<WsStream<DuplexStream>>() - std::mem::size_of::<DuplexStream>();
+        assert!(added_bytes <= 512, "{added_bytes} bytes per session");
+    }
+
     #[tokio::test]
     async fn binary_frames_read_as_bytes_and_writes_go_out_as_binary_frames() {
         let (mut ws, mut client) = pair();
