@@ -453,6 +453,8 @@ fn register(
 }
 
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
+/// On a tcp route with `websocket:`, the upgrade is answered first and an upgraded client goes on
+/// in [`forward_websocket`].
 /// (A plain function returning an `async` block, the `Conn` taken apart before it: an `async fn`
 /// keeps a second copy of its arguments in its future, for the session's whole life.)
 #[allow(clippy::manual_async_fn)]
@@ -579,7 +581,8 @@ fn forward_websocket<'a>(
 }
 
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
-/// the backend, the header with the SSL TLV, and a plaintext relay.
+/// the backend, the header with the SSL TLV, and a plaintext relay ([`serve_terminated`]); on a
+/// `websocket:` route the upgrade comes after the handshake, and the relay runs over [`WsStream`].
 /// (An `async` block for the reason given at `forward`.)
 #[allow(clippy::manual_async_fn)]
 fn terminate<'a>(
