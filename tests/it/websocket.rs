@@ -58,9 +58,13 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
     match payload.len() {
         len @ 0..=125 => out.push(0x80 | len as u8),
-        len => {
+        len @ 126..=65_535 => {
             out.push(0x80 | 126);
             out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
     out.extend_from_slice(&MASK);
@@ -341,4 +345,33 @@ async fn the_access_log_says_transport_websocket_only_for_websocket_sessions() {
     };
     assert!(line_of("over-ws").contains("\"transport\":\"websocket\""), "{log}");
     assert!(!line_of("plain").contains("\"transport\""), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_a_tls_record_arrives_whole_and_comes_back_in_binary_frames() {
+    let backend = TestBackend::start(BackendOpts::plain(ProxyExpect::None)).await;
+    let (_pki, ca, server, _device) = device_pki();
+    let route = RouteYaml::new("ws", "terminate")
+        .sni(&["mq.test"])
+        .cert(&server)
+        .websocket("{}")
+        .proxy("none")
+        .server(backend.addr);
+    let proxy = start_proxy(&config_v4("ws", &[route])).await;
+    let client = client_config(ClientOpts { roots: vec![ca.cert_der.clone()], ..Default::default() });
+
+    let (mut tls, _) = tls_connect(proxy.addr(0), client, "mq.test").await.unwrap();
+    upgrade(&mut tls).await;
+    let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = binary(&message);
+    assert_eq!(sent[1] & 0x7f, 127, "a 64-bit length");
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let writing = tokio::spawn(async move {
+        writer.write_all(&sent).await.unwrap();
+        writer
+    });
+    let echoed = within("the echo", read_binary(&mut reader, message.len())).await;
+    assert!(echoed == message, "{} bytes back, in order", echoed.len());
+    drop(reader.unsplit(writing.await.unwrap()));
+    proxy.shutdown().await;
 }
