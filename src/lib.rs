@@ -17,4 +17,4 @@ mod proxy;
 
 // The public surface: what the command, the tests, the fuzz targets and the benches use.
 pub use ops::{admin, fd_limit, reload, server, signals};
-pub use proxy::{connection, hello, inbound, mqtt, proxy_header, routes, session_tickets, tls};
+pub use proxy::{connection, hello, inbound, mqtt, proxy_header, routes, session_tickets, tls, websocket};

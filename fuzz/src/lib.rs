@@ -223,6 +223,33 @@ pub const DEFAULT_MAX_CONNECT_BYTES: usize = 8192;
 ///   CONNECT waits, never fails);
 /// - the username rewrite round-trips: the result parses to the same fields but the username, its
 ///   length is its own `len`, and the properties and the bytes after the username are unchanged.
+/// The WebSocket layer's parsers: the upgrade check never panics, and the frame decoder gives
+/// the same byte stream whether the input comes whole or one byte at a time.
+pub fn websocket(data: &[u8]) {
+    use snigate::websocket::frame::Decoder;
+    let _ = snigate::websocket::upgrade::check(data, &snigate::websocket::WebSocketSettings::default());
+    let max_message_bytes = 4096;
+    let mut whole = data.to_vec();
+    let at_once = Decoder::new(max_message_bytes).decode(&mut whole).map(|decoded| whole[..decoded.data_bytes].to_vec());
+    let mut decoder = Decoder::new(max_message_bytes);
+    let mut bytewise = Vec::new();
+    let mut failed = false;
+    for &byte in data {
+        let mut one = [byte];
+        match decoder.decode(&mut one) {
+            Ok(decoded) => bytewise.extend_from_slice(&one[..decoded.data_bytes]),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    match at_once {
+        Ok(stream) => assert!(!failed && stream == bytewise, "chunking changed the decoded stream"),
+        Err(_) => assert!(failed, "an error whole but not byte by byte"),
+    }
+}
+
 pub fn mqtt_connect(data: &[u8]) {
     check_connect(data, DEFAULT_MAX_CONNECT_BYTES);
     check_connect(data, data.len() / 2);
@@ -331,10 +358,11 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "nginx_import" => Some(nginx_import),
         "haproxy_import" => Some(haproxy_import),
         "mqtt_connect" => Some(mqtt_connect),
+        "websocket" => Some(websocket),
         _ => None,
     }
 }
 
 /// Names of all targets, as in `Cargo.toml` and `corpus/`.
-pub const TARGETS: [&str; 6] =
-    ["hello_parse", "inbound_parse", "config_parse", "nginx_import", "haproxy_import", "mqtt_connect"];
+pub const TARGETS: [&str; 7] =
+    ["hello_parse", "inbound_parse", "config_parse", "nginx_import", "haproxy_import", "mqtt_connect", "websocket"];

@@ -134,6 +134,9 @@ pub struct RawRoute {
     /// Default none: terminate and tcp routes only; the first packet must then be an MQTT CONNECT.
     #[serde(default)]
     pub mqtt: Option<RawMqtt>,
+    /// Default none: terminate and tcp routes only; clients then speak MQTT over WebSocket.
+    #[serde(default)]
+    pub websocket: Option<RawWebSocket>,
     /// Default none: only the proxy-wide limits apply.
     #[serde(default)]
     pub limits: Option<RawRouteLimits>,
@@ -156,6 +159,27 @@ pub struct RawMqtt {
     /// Default `client`; `identity` needs `client_auth: required`.
     #[serde(default)]
     pub username: UsernameRule,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    /// Default `/mqtt`: the path the upgrade request must ask for.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Default `[mqtt, mqttv3.1]`: accepted subprotocols, the server's preference first; `[]`:
+    /// none negotiated.
+    #[serde(default)]
+    pub subprotocols: Option<Vec<String>>,
+    /// Default none (any origin): the `Origin` values a browser page may connect from.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Default 1048576 (1 MiB): the largest client message, over all its fragments.
+    #[serde(default)]
+    pub max_message_bytes: Option<u64>,
+    /// Default false: a client whose first byte starts an MQTT CONNECT is relayed as plain MQTT.
+    #[serde(default)]
+    pub also_plain_mqtt: bool,
 }
 
 #[derive(Debug, Deserialize)]

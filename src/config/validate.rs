@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::crl_url::CrlSources;
 use super::error::{ConfigError, ConfigErrors, Reporter};
 use super::route_limits;
-use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls};
+use super::schema::{RawConfig, RawLimits, RawMqtt, RawRoute, RawTls, RawWebSocket};
 use super::ticket_key_file;
 use super::yaml_position::Span;
 use super::Config;
@@ -33,6 +33,7 @@ use crate::proxy::route::{Mode, Route};
 use crate::proxy::routes::{self, RouteTable};
 use crate::proxy::tls::{LoadCache, RouteTls, TlsProblem, MAX_ALPN_PROTOCOL_BYTES};
 use crate::proxy::tls_settings::{ClientAuth, TlsSettings};
+use crate::proxy::websocket::WebSocketSettings;
 
 /// What validation collects: problems that refuse the file, and certificate problems that
 /// `check` refuses but `run` and reload only warn about.
@@ -93,6 +94,10 @@ pub(super) fn validate(
         }
         let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
         let mqtt = raw_route.mqtt.as_ref().and_then(|raw| build_mqtt(raw_route, raw, report, span, &mut found.errors));
+        let websocket = raw_route
+            .websocket
+            .as_ref()
+            .and_then(|raw| build_websocket(raw_route, raw, report, span, &mut found.errors));
         let route_limits = route_limits::build(raw_route, &limits, report, span, &mut found.errors);
         routes.push(Route {
             name: raw_route.name.clone(),
@@ -100,6 +105,7 @@ pub(super) fn validate(
             mode: raw_route.mode,
             tls: route_tls,
             mqtt,
+            websocket,
             limits: route_limits,
             backend,
         });
@@ -535,6 +541,53 @@ fn build_mqtt(
         return None;
     }
     Some(settings)
+}
+
+/// The `websocket:` block of a terminate or tcp route; on a passthrough route, or with a path
+/// that is not absolute or a zero message size, an error.
+fn build_websocket(
+    raw_route: &RawRoute,
+    raw: &RawWebSocket,
+    report: &Reporter,
+    span: Span,
+    errors: &mut Vec<ConfigError>,
+) -> Option<WebSocketSettings> {
+    let key_at = |key: &str| report.at.find_key(key, span).unwrap_or((span.start, 1));
+    if raw_route.mode == Mode::Passthrough {
+        let message = format!(
+            "`websocket:` on passthrough route {:?}: the proxy cannot answer the upgrade of a connection it does not decrypt; use mode terminate",
+            raw_route.name
+        );
+        errors.push(report.error(key_at("websocket"), message));
+        return None;
+    }
+    let defaults = WebSocketSettings::default();
+    let settings = WebSocketSettings {
+        path: raw.path.clone().unwrap_or(defaults.path),
+        subprotocols: raw.subprotocols.clone().unwrap_or(defaults.subprotocols),
+        allowed_origins: raw.allowed_origins.clone(),
+        max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        also_plain_mqtt: raw.also_plain_mqtt,
+    };
+    let before = errors.len();
+    if !settings.path.starts_with('/') || settings.path.contains(['?', '#', ' ']) {
+        let message = format!("websocket path {:?} must start with / and hold no ?, # or space", settings.path);
+        errors.push(report.error(key_at("path"), message));
+    }
+    if let Some(bad) = settings.subprotocols.iter().find(|p| !is_token(p)) {
+        errors
+            .push(report.error(key_at("subprotocols"), format!("websocket subprotocol {bad:?} is not an HTTP token")));
+    }
+    if settings.max_message_bytes == 0 {
+        errors
+            .push(report.error(key_at("max_message_bytes"), "websocket max_message_bytes must be more than 0".into()));
+    }
+    (errors.len() == before).then_some(settings)
+}
+
+/// An HTTP token (RFC 9110 §5.6.2), what a subprotocol name must be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `mqtt.client_id: identity|identity_prefix` and `mqtt.username: identity` read the verified

@@ -108,6 +108,28 @@ labels! {
         MqttUnsupportedVersion => "mqtt_unsupported_version",
         /// An `mqtt:` route's CONNECT client id does not fit the verified client identity.
         MqttClientIdRejected => "mqtt_client_id_rejected",
+        /// A `websocket:` route's upgrade request is malformed or no WebSocket upgrade (missing or wrong `Upgrade`, `Connection`, `Sec-WebSocket-Key`, not HTTP/1.1): 400.
+        WebSocketBadRequest => "websocket_bad_request",
+        /// The upgrade offers none of `websocket.subprotocols`: 400.
+        WebSocketNoSubprotocol => "websocket_no_subprotocol",
+        /// The upgrade request head is over 8 KiB or 32 headers: 431.
+        WebSocketRequestTooLarge => "websocket_request_too_large",
+        /// The upgrade request's method is not GET: 405.
+        WebSocketMethodNotAllowed => "websocket_method_not_allowed",
+        /// The upgrade request's path is not `websocket.path`: 404.
+        WebSocketNotFound => "websocket_not_found",
+        /// The upgrade asks for a WebSocket version other than 13: 426.
+        WebSocketUpgradeRequired => "websocket_upgrade_required",
+        /// The upgrade's `Origin` is not in `websocket.allowed_origins`: 403.
+        WebSocketForbiddenOrigin => "websocket_forbidden_origin",
+        /// The upgrade request was not complete within `hello_timeout`.
+        WebSocketUpgradeTimeout => "websocket_upgrade_timeout",
+        /// The client broke RFC 6455 framing (an unmasked frame, reserved bits, a bad fragment or control frame): close 1002.
+        WebSocketProtocolError => "websocket_protocol_error",
+        /// A client message is over `websocket.max_message_bytes`: close 1009.
+        WebSocketMessageTooBig => "websocket_message_too_big",
+        /// The client sent a text frame (MQTT over WebSocket is binary): close 1003.
+        WebSocketTextFrame => "websocket_text_frame",
     }
 }
 

@@ -32,6 +32,7 @@ use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
 use crate::proxy::tls::Session;
+use crate::proxy::websocket::{self, Opened, WsError, WsStream};
 
 /// The access log's target, documented and stable: operators filter on it
 /// (`RUST_LOG=snigate::connection=info`) whatever module writes the line.
@@ -79,6 +80,8 @@ struct Record {
     routed_alpn: Option<Box<[u8]>>,
     /// An `mqtt:` route's CONNECT, once read. Boxed for the same reason as `session`.
     mqtt: Option<Box<Connect>>,
+    /// The client upgraded to WebSocket (`routes[].websocket`).
+    websocket: bool,
     transferred: Transferred,
 }
 
@@ -144,6 +147,7 @@ pub fn handle(
             mqtt_version = mqtt.map(|c| c.version.as_str()),
             mqtt_keepalive_s = mqtt.map(|c| c.keepalive_secs),
             mqtt_clean_start = mqtt.map(|c| c.clean_start),
+            transport = record.websocket.then_some("websocket"),
             bytes_in = record.transferred.client_to_backend,
             bytes_out = record.transferred.backend_to_client,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -392,7 +396,7 @@ async fn mqtt_connect<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
             Err(Close::because(reason.cause(), error))
         }
         Err(error @ ConnectFailure::ClientClosed) => Err(Close::because(CloseCause::ClientClosed, error)),
-        Err(error @ ConnectFailure::Io(_)) => Err(Close::because(CloseCause::ClientIo, error)),
+        Err(ConnectFailure::Io(error)) => Err(client_io_close(error, CloseCause::ClientIo)),
         Err(error @ ConnectFailure::Identity(_)) => Err(Close::because(CloseCause::BadClientIdentity, error)),
     }
 }
@@ -417,29 +421,16 @@ async fn recheck_resumed(
     Err(Close::because(CloseCause::HandshakeFailed, format!("resumed session: {error}")))
 }
 
-/// After the handshake: the session's facts, then (on an `mqtt:` route) the CONNECT to forward.
-/// A client refused here is closed with close_notify.
-async fn open_session(
+/// After the handshake: the session's facts. A client refused here is closed with close_notify.
+async fn session_of(
     tls_stream: &mut tokio_rustls::server::TlsStream<Prefixed<TcpStream>>,
-    route: &Route,
     route_tls: &tls::RouteTls,
-    context: &Context,
-    record: &mut Record,
-) -> Result<(Session, Vec<u8>), Close> {
-    let session = match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
-        Ok(session) => session,
+) -> Result<Session, Close> {
+    match Session::from_connection(tls_stream.get_ref().1, route_tls.identity) {
+        Ok(session) => Ok(session),
         Err(error) => {
             let _ = tls_stream.shutdown().await;
-            return Err(Close::because(CloseCause::BadClientIdentity, error));
-        }
-    };
-    let identity = session.client_identity.as_deref();
-    match mqtt_connect(tls_stream, Vec::new(), route, context, record, identity).await {
-        Ok(connect_bytes) => Ok((session, connect_bytes)),
-        Err(close) => {
-            record.session = Some(Box::new(session));
-            let _ = tls_stream.shutdown().await;
-            Err(close)
+            Err(Close::because(CloseCause::BadClientIdentity, error))
         }
     }
 }
@@ -462,6 +453,8 @@ fn register(
 }
 
 /// Passthrough and tcp routes: the client's bytes go to the backend unchanged, after the header.
+/// On a tcp route with `websocket:`, the upgrade is answered first and an upgraded client goes on
+/// in [`forward_websocket`].
 /// (A plain function returning an `async` block, the `Conn` taken apart before it: an `async fn`
 /// keeps a second copy of its arguments in its future, for the session's whole life.)
 #[allow(clippy::manual_async_fn)]
@@ -469,6 +462,21 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
     let Conn { stream, received, client, local, route, context, record } = conn;
     async move {
         let mut stream = stream;
+        let received = match &route.websocket {
+            None => received,
+            // Boxed: the request head's reads take no room in the session's future.
+            Some(settings) => {
+                match Box::pin(websocket::open(&mut stream, received, settings, context.limits.hello_timeout)).await {
+                    Ok(Opened::PlainMqtt { received }) => received,
+                    Ok(Opened::WebSocket { rest }) => {
+                        record.websocket = true;
+                        let ws = WsStream::new(Prefixed::new(rest, stream), settings.max_message_bytes);
+                        return Box::pin(forward_websocket(ws, client, local, route, context, record)).await;
+                    }
+                    Err(failure) => return Close::because(failure.cause(), failure),
+                }
+            }
+        };
         // Boxed: the CONNECT's reads take no room in the session's future.
         let received = match route.mqtt {
             None => received,
@@ -520,8 +528,61 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
     }
 }
 
+/// A tcp route's WebSocket client: on an `mqtt:` route the CONNECT, then the backend, the header,
+/// and the buffered relay over the frames (splice cannot unwrap them).
+/// (An `async` block for the reason given at `forward`.)
+#[allow(clippy::manual_async_fn)]
+fn forward_websocket<'a>(
+    ws: WsStream<Prefixed<TcpStream>>,
+    client: SocketAddr,
+    local: SocketAddr,
+    route: &'a Route,
+    context: &'a Context,
+    record: &'a mut Record,
+) -> impl Future<Output = Close> + Send + 'a {
+    async move {
+        let mut ws = ws;
+        let received = match Box::pin(mqtt_connect(&mut ws, Vec::new(), route, context, record, None)).await {
+            Ok(received) => received,
+            Err(close) => return close,
+        };
+        let _route_permit = match admit_to_route(route, context) {
+            Ok((permit, wait)) => {
+                wait_for_token(wait).await;
+                permit
+            }
+            Err(refusal) => return Box::pin(refuse_forward(&mut ws, refusal, false, route, context, record)).await,
+        };
+        let backend::Connected { stream: mut backend_stream, server, index, load: _load } =
+            match connect_or_refuse(&mut ws, route, client, context, record).await {
+                Ok(connected) => connected,
+                Err(close) => return close,
+            };
+        record.backend = Some(server);
+        let (registration, stop) = register(route, index, None, context);
+        let mut first_write = match forward_header(route, client, local, None) {
+            Ok(header) => header,
+            Err(close) => return close,
+        };
+        first_write.extend_from_slice(&received);
+        let replayed_bytes = received.len() as u64;
+        drop(received);
+        if !first_write.is_empty() {
+            if let Err(error) = backend_stream.write_all(&first_write).await {
+                return Close::because(CloseCause::BackendError, error);
+            }
+        }
+        drop(first_write);
+        let (transferred, end) = relay::relay(ws, backend_stream, context.limits.idle_timeout, &stop).await;
+        record.transferred = transferred;
+        record.transferred.client_to_backend += replayed_bytes;
+        end_to_close(end, &registration)
+    }
+}
+
 /// Terminate routes: TLS handshake with the route's config (fed the buffered hello first), then
-/// the backend, the header with the SSL TLV, and a plaintext relay.
+/// the backend, the header with the SSL TLV, and a plaintext relay ([`serve_terminated`]); on a
+/// `websocket:` route the upgrade comes after the handshake, and the relay runs over [`WsStream`].
 /// (An `async` block for the reason given at `forward`.)
 #[allow(clippy::manual_async_fn)]
 fn terminate<'a>(
@@ -570,17 +631,72 @@ fn terminate<'a>(
             let resumed = tls_stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             route_metrics.handshake(started.elapsed(), resumed);
         }
-        let (session, connect_bytes) =
-            match Box::pin(open_session(&mut tls_stream, route, route_tls, context, record)).await {
-                Ok(opened) => opened,
-                Err(close) => return close,
-            };
+        let session = match session_of(&mut tls_stream, route_tls).await {
+            Ok(session) => session,
+            Err(close) => return close,
+        };
+        let terminated = Terminated { route, route_tls, client, local, context, record, hello, session };
+        let Some(settings) = &route.websocket else {
+            return Box::pin(serve_terminated(tls_stream, Vec::new(), terminated)).await;
+        };
+        // Boxed: the request head's reads take no room in the session's future.
+        match Box::pin(websocket::open(&mut tls_stream, Vec::new(), settings, limits.hello_timeout)).await {
+            Ok(Opened::PlainMqtt { received }) => Box::pin(serve_terminated(tls_stream, received, terminated)).await,
+            Ok(Opened::WebSocket { rest }) => {
+                terminated.record.websocket = true;
+                let ws = WsStream::new(Prefixed::new(rest, tls_stream), settings.max_message_bytes);
+                Box::pin(serve_terminated(ws, Vec::new(), terminated)).await
+            }
+            Err(failure) => {
+                terminated.record.session = Some(Box::new(terminated.session));
+                Close::because(failure.cause(), failure)
+            }
+        }
+    }
+}
+
+/// A terminated connection past its handshake: what the rest of its session needs.
+struct Terminated<'a> {
+    route: &'a Route,
+    route_tls: &'a tls::RouteTls,
+    client: SocketAddr,
+    local: SocketAddr,
+    context: &'a Context,
+    record: &'a mut Record,
+    hello: Hello,
+    session: Session,
+}
+
+/// A terminated client's stream (TLS, or WebSocket over TLS) from its first bytes on: on an
+/// `mqtt:` route the CONNECT (after `received`), then the backend, the header with the SSL TLV
+/// and a plaintext relay. (An `async` block for the reason given at `forward`.)
+#[allow(clippy::manual_async_fn)]
+fn serve_terminated<'a, S>(
+    mut stream: S,
+    received: Vec<u8>,
+    terminated: Terminated<'a>,
+) -> impl Future<Output = Close> + Send + 'a
+where
+    S: tokio::io::AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Terminated { route, route_tls, client, local, context, record, hello, session } = terminated;
+    async move {
+        let identity = session.client_identity.as_deref();
+        let connect_bytes = match Box::pin(mqtt_connect(&mut stream, received, route, context, record, identity)).await
+        {
+            Ok(connect_bytes) => connect_bytes,
+            Err(close) => {
+                record.session = Some(Box::new(session));
+                let _ = stream.shutdown().await;
+                return close;
+            }
+        };
         let backend::Connected { stream: mut backend_stream, server, index, load: _load } =
-            match connect_or_refuse(&mut *tls_stream, route, client, context, record).await {
+            match connect_or_refuse(&mut stream, route, client, context, record).await {
                 Ok(connected) => connected,
                 Err(close) => {
                     record.session = Some(Box::new(session));
-                    let _ = tls_stream.shutdown().await;
+                    let _ = stream.shutdown().await;
                     return close;
                 }
             };
@@ -594,16 +710,16 @@ fn terminate<'a>(
             Ok(first_write) if first_write.is_empty() => {}
             Ok(first_write) => {
                 if let Err(error) = backend_stream.write_all(&first_write).await {
-                    let _ = tls_stream.shutdown().await;
+                    let _ = stream.shutdown().await;
                     return Close::because(CloseCause::BackendError, error);
                 }
             }
             Err(close) => {
-                let _ = tls_stream.shutdown().await;
+                let _ = stream.shutdown().await;
                 return close;
             }
         }
-        let (transferred, end) = relay::relay(tls_stream, backend_stream, limits.idle_timeout, &stop).await;
+        let (transferred, end) = relay::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
         record.transferred = transferred;
         record.transferred.client_to_backend += replayed_bytes;
         end_to_close(end, &registration)
@@ -632,7 +748,7 @@ fn limit_close(refusal: LimitRefusal, route: &Route, limits: &Limits) -> Close {
 
 /// A limit refused a TLS client before its handshake: a fatal `internal_error` alert, then close.
 /// No handshake was started, so the refusal costs two syscalls.
-async fn refuse_before_handshake(stream: &mut TcpStream, close: Close) -> Close {
+async fn refuse_before_handshake<S: AsyncWrite + Unpin>(stream: &mut S, close: Close) -> Close {
     let _ = stream.write_all(&ALERT_INTERNAL_ERROR).await;
     let _ = stream.shutdown().await;
     close
@@ -640,8 +756,8 @@ async fn refuse_before_handshake(stream: &mut TcpStream, close: Close) -> Close 
 
 /// A limit refused a passthrough or tcp client: the TLS alert if it sent a hello, the CONNACK
 /// if an `mqtt:` route read its CONNECT (then a lingering close), else a plain close.
-async fn refuse_forward(
-    stream: &mut TcpStream,
+async fn refuse_forward<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     refusal: LimitRefusal,
     sent_hello: bool,
     route: &Route,
@@ -741,8 +857,18 @@ fn end_to_close(end: relay::End, registration: &Registration) -> Close {
         {
             Close::because(CloseCause::LocalFdExhausted, error)
         }
-        relay::End::ClientError(error) | relay::End::BackendError(error) => Close::because(cause, error),
+        relay::End::ClientError(error) => client_io_close(error, cause),
+        relay::End::BackendError(error) => Close::because(cause, error),
         relay::End::Shutdown => Close::new(registration.close_reason().unwrap_or(cause)),
         _ => Close::new(cause),
+    }
+}
+
+/// A failed read or write on the client's stream: a WebSocket violation (the client read its
+/// close code) is closed with its own cause, anything else with `cause`.
+fn client_io_close(error: std::io::Error, cause: CloseCause) -> Close {
+    match WsError::of(&error) {
+        Some(violation) => Close::because(websocket::frame_error_cause(violation), violation),
+        None => Close::because(cause, error),
     }
 }

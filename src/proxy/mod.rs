@@ -30,3 +30,4 @@ pub(crate) mod sessions;
 pub mod tls;
 pub(crate) mod tls_settings;
 pub(crate) mod token_bucket;
+pub mod websocket;

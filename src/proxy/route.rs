@@ -7,6 +7,7 @@ use crate::proxy::backend::Backend;
 use crate::proxy::mqtt_admission::MqttSettings;
 use crate::proxy::route_limits::RouteLimits;
 use crate::proxy::tls::RouteTls;
+use crate::proxy::websocket::WebSocketSettings;
 
 /// What a route does with the client's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -37,6 +38,8 @@ pub struct Route {
     pub tls: Option<RouteTls>,
     /// `routes[].mqtt`: the first packet is read as a CONNECT before the backend is connected.
     pub mqtt: Option<MqttSettings>,
+    /// `routes[].websocket`: the client's WebSocket upgrade is answered and its frames unwrapped.
+    pub websocket: Option<WebSocketSettings>,
     /// `routes[].limits`, within the proxy's.
     pub limits: RouteLimits,
     pub backend: Backend,

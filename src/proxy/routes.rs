@@ -212,6 +212,7 @@ mod tests {
             mode: Mode::Tcp,
             tls: None,
             mqtt: None,
+            websocket: None,
             limits: Default::default(),
             backend: Backend {
                 servers: vec!["127.0.0.1:1".into()],

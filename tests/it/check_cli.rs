@@ -608,6 +608,35 @@ routes:
 }
 
 #[test]
+fn check_refuses_websocket_on_a_passthrough_route_and_bad_websocket_keys_at_their_positions() {
+    let pki = Pki::new();
+    let text = r#"listen: ["127.0.0.1:0"]
+routes:
+  - name: encrypted
+    sni: ["a.test"]
+    mode: passthrough
+    websocket: {path: /mqtt}
+    backend:
+      servers: ["127.0.0.1:8883"]
+  - name: plain
+    mode: tcp
+    websocket:
+      path: mqtt
+      max_message_bytes: 0
+    backend:
+      servers: ["127.0.0.1:1883"]
+"#;
+    let config = pki.write("websocket-passthrough.yaml", text);
+    let err = check_fails(&config);
+    assert!(err.contains("`websocket:` on passthrough route \"encrypted\""), "{err}");
+    assert_points_at(&err, &config, line_of(text, "websocket: {path"));
+    assert!(err.contains("websocket path \"mqtt\" must start with /"), "{err}");
+    assert_points_at(&err, &config, line_of(text, "path: mqtt"));
+    assert!(err.contains("websocket max_message_bytes must be more than 0"), "{err}");
+    assert_points_at(&err, &config, line_of(text, "max_message_bytes: 0"));
+}
+
+#[test]
 fn check_refuses_identity_mqtt_rules_without_required_client_auth_at_their_keys() {
     let f = files();
     let server = f.ca.server_cert("mq", &["mq.test"]);

@@ -46,3 +46,5 @@ mod sni_edge_cases;
 mod support_selftest;
 mod tenant_isolation;
 mod terminate;
+mod websocket;
+mod websocket_browser;

@@ -29,7 +29,7 @@ pub(crate) fn device_route(name: &str, ca: &Ca, server: &Leaf, mqtt: &str) -> Ro
     RouteYaml::new(name, "terminate").sni(&["mq.test"]).cert(server).client_auth("required", ca).mqtt(mqtt)
 }
 
-fn device_client(ca: &Ca, device: &Leaf) -> std::sync::Arc<rustls::ClientConfig> {
+pub(crate) fn device_client(ca: &Ca, device: &Leaf) -> std::sync::Arc<rustls::ClientConfig> {
     client_config(ClientOpts {
         roots: vec![ca.cert_der.clone()],
         identity: Some(device.identity()),
@@ -79,7 +79,7 @@ async fn identity_prefix_accepts_cn_suffix_and_refuses_another_prefix() {
 
 /// A Mosquitto whose ACL lets user `CN` read and write `devices/CN/#` and anonymous clients read
 /// `devices/#`, logging everything to `mosquitto.log` in its folder.
-async fn start_mosquitto_with_acl() -> Option<(KillOnDrop, std::net::SocketAddr, std::path::PathBuf)> {
+pub(crate) async fn start_mosquitto_with_acl() -> Option<(KillOnDrop, std::net::SocketAddr, std::path::PathBuf)> {
     if !std::path::Path::new(MOSQUITTO).exists() {
         println!("skipped: mosquitto not installed");
         return None;

@@ -240,6 +240,7 @@ pub struct RouteYaml {
     alpn: Vec<String>,
     tls: Vec<String>,
     mqtt: Option<String>,
+    websocket: Option<String>,
     limits: Option<String>,
     servers: Vec<String>,
     backend: Vec<String>,
@@ -255,6 +256,7 @@ impl RouteYaml {
             alpn: Vec::new(),
             tls: Vec::new(),
             mqtt: None,
+            websocket: None,
             limits: None,
             servers: Vec::new(),
             backend: vec!["proxy_protocol: v2".into(), "connect_timeout: 2s".into()],
@@ -308,6 +310,12 @@ impl RouteYaml {
         self
     }
 
+    /// The route's `websocket:` block, as a flow map (`{path: /mqtt}`).
+    pub fn websocket(mut self, block: impl Into<String>) -> RouteYaml {
+        self.websocket = Some(block.into());
+        self
+    }
+
     /// The route's `limits:` block, as a flow map (`{max_connections: 2}`).
     pub fn limits(mut self, block: impl Into<String>) -> RouteYaml {
         self.limits = Some(block.into());
@@ -339,6 +347,9 @@ impl RouteYaml {
         }
         if let Some(block) = &self.mqtt {
             out += &format!("    mqtt: {block}\n");
+        }
+        if let Some(block) = &self.websocket {
+            out += &format!("    websocket: {block}\n");
         }
         if let Some(block) = &self.limits {
             out += &format!("    limits: {block}\n");
