@@ -5,6 +5,7 @@
 mod support;
 
 mod access_log;
+mod acme;
 mod admin_limits;
 mod alpn_routing;
 mod backend_balance;

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod hello;
 pub mod ops;
+pub mod pebble;
 pub mod pki;
 pub mod proxy;
 pub mod tls;

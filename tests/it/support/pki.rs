@@ -145,7 +145,8 @@ impl Ca {
         }
     }
 
-    /// A server certificate for `dns_names` (wildcards like `*.a.test` allowed).
+    /// A server certificate for `dns_names` (wildcards like `*.a.test` allowed; a name that parses
+    /// as an IP address becomes an IP SAN).
     pub fn server_cert(&self, stem: &str, dns_names: &[&str]) -> Leaf {
         self.issue(stem, server_params(dns_names))
     }
@@ -210,8 +211,13 @@ fn server_params(dns_names: &[&str]) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, dns_names.first().copied().unwrap_or("server"));
-    params.subject_alt_names =
-        dns_names.iter().map(|name| SanType::DnsName((*name).try_into().expect("dns SAN"))).collect();
+    params.subject_alt_names = dns_names
+        .iter()
+        .map(|name| match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*name).try_into().expect("dns SAN")),
+        })
+        .collect();
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params

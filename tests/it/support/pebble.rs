@@ -1,0 +1,234 @@
+//! A private ACME server for the ACME tests: Debian's `pebble` and `pebble-challtestsrv` (both in
+//! the `pebble` package, 2.4.0 on Debian 12; `apt-get install -y --no-install-recommends pebble`),
+//! run on free loopback ports and stopped on drop.
+//!
+//! What this relies on, as found with pebble 2.4.0:
+//!
+//! - `pebble -config FILE -dnsserver 127.0.0.1:DNS`. The config is JSON under a `"pebble"` key:
+//!   `listenAddress` (the ACME API; its directory is `https://ADDR/dir`), `managementListenAddress`
+//!   (the CA's roots: `GET /roots/0` is the PEM root that signs issued certificates, and
+//!   `/intermediates/0`; both are regenerated at every start), `certificate` / `privateKey` (the
+//!   TLS certificate of both listeners: the package ships none, so one is made here from a test
+//!   CA, which is what `directory_ca` trusts), `tlsPort` (the port the validation authority
+//!   connects to for TLS-ALPN-01, on the address the identifier resolves to: snigate's listener),
+//!   `httpPort` (HTTP-01; unused), `ocspResponderURL: ""`, `externalAccountBindingRequired: false`.
+//! - `-dnsserver` makes the validation authority resolve identifiers through challtestsrv instead
+//!   of the system resolver, so any name (`a.test`) resolves to loopback.
+//! - `pebble-challtestsrv -dns01 127.0.0.1:DNS -defaultIPv4 127.0.0.1 -defaultIPv6 ""
+//!   -http01 "" -https01 "" -tlsalpn01 "" -management 127.0.0.1:MGMT`: its DNS server (UDP and
+//!   TCP) answers every A query with 127.0.0.1 and no AAAA (so validation never tries `::1`); its
+//!   own challenge responders are off, because snigate answers TLS-ALPN-01 itself.
+//! - Environment: `PEBBLE_VA_NOSLEEP=1` (no random 0–15 s sleep before each validation),
+//!   `PEBBLE_WFE_NONCEREJECT=0` (by default 5 % of good nonces are refused as `badNonce`, which
+//!   makes a test flaky rather than wrong). `PEBBLE_VA_ALWAYS_VALID` is removed from the
+//!   environment: challenges are really validated. `PEBBLE_AUTHZREUSE` (default 50 %) and the
+//!   default certificate validity (5 years) are left alone.
+//! - The flag `-strict` is left at its default (false in 2.4.0).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ops::{parse_http, HttpResponse};
+use super::tls::simple_client;
+use super::{Ca, Pki, WAIT};
+
+const PEBBLE: &str = "pebble";
+const CHALLTESTSRV: &str = "pebble-challtestsrv";
+
+/// How often readiness is polled while pebble starts.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running pebble + challtestsrv pair; both are killed (and reaped) on drop.
+pub struct Pebble {
+    /// The ACME directory URL (`https://127.0.0.1:PORT/dir`).
+    pub directory: String,
+    /// The PEM file of the CA that signed pebble's own TLS certificate (`directory_ca`).
+    pub directory_ca: PathBuf,
+    /// pebble's management API (`/roots/0`), over TLS with the same certificate.
+    pub management: SocketAddr,
+    acme: SocketAddr,
+    ca: Ca,
+    pebble: Child,
+    challtestsrv: Child,
+    pki: Pki,
+}
+
+impl Pebble {
+    /// Starts challtestsrv and pebble, pebble validating TLS-ALPN-01 on `127.0.0.1:tls_port`, and
+    /// waits (bounded by [`WAIT`]) until the directory answers. `None`, with the reason printed,
+    /// when pebble is not installed.
+    pub async fn start(tls_port: u16) -> Option<Pebble> {
+        if !installed(PEBBLE) || !installed(CHALLTESTSRV) {
+            eprintln!("{PEBBLE} / {CHALLTESTSRV} not installed (apt-get install pebble): skipping");
+            return None;
+        }
+        let pki = Pki::new();
+        let ca = pki.ca("pebble-ca", "pebble listener CA");
+        let listener_cert = ca.server_cert("pebble-listener", &["127.0.0.1", "localhost"]);
+        let acme = free_tcp_port();
+        let management = free_tcp_port();
+        let dns = free_dns_port();
+        let challtestsrv_management = free_tcp_port();
+        let ports = Ports { acme, management, http: free_tcp_port().port(), tls: tls_port };
+        let config = config_json(&ports, &listener_cert.cert_path, &listener_cert.key_path);
+        let config_path = pki.write("pebble-config.json", &config);
+        let challtestsrv = Command::new(CHALLTESTSRV)
+            .args(["-dns01", &dns.to_string(), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &challtestsrv_management.to_string()])
+            .stdout(log_file(pki.path(), "challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let pebble = Command::new(PEBBLE)
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &dns.to_string()])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env_remove("PEBBLE_VA_ALWAYS_VALID")
+            .stdout(log_file(pki.path(), "pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble");
+        let mut running = Pebble {
+            directory: format!("https://{acme}/dir"),
+            directory_ca: ca.cert_path.clone(),
+            management,
+            acme,
+            ca,
+            pebble,
+            challtestsrv,
+            pki,
+        };
+        running.wait_ready().await;
+        Some(running)
+    }
+
+    /// The root that signs the certificates pebble issues (PEM), from the management API.
+    pub async fn root_pem(&self) -> String {
+        let response = self.get(self.management, "/roots/0").await.unwrap_or_else(|e| panic!("pebble roots: {e}"));
+        assert_eq!(response.status, 200, "GET /roots/0: {}", response.body);
+        response.body
+    }
+
+    /// GET `path` from the ACME API (e.g. `/dir`).
+    pub async fn get_acme(&self, path: &str) -> Result<HttpResponse, String> {
+        self.get(self.acme, path).await
+    }
+
+    /// pebble's log so far (for a failing test's message).
+    pub fn log(&self) -> String {
+        read_log(&self.pki)
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = self.get_acme("/dir").await {
+                if response.status == 200 {
+                    return;
+                }
+            }
+            for (name, child) in [(PEBBLE, &mut self.pebble), (CHALLTESTSRV, &mut self.challtestsrv)] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited at start ({status}); pebble log:\n{}", read_log(&self.pki));
+                }
+            }
+            assert!(Instant::now() < deadline, "pebble did not answer /dir within {WAIT:?}; log:\n{}", self.log());
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A hand-written HTTPS GET (`Connection: close`) trusting only the listener CA.
+    async fn get(&self, addr: SocketAddr, path: &str) -> Result<HttpResponse, String> {
+        let connector = tokio_rustls::TlsConnector::from(simple_client(&self.ca.cert_der, None));
+        let exchange = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+            let name = ServerName::IpAddress(Ipv4Addr::LOCALHOST.into());
+            let mut tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS {addr}: {e}"))?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            tls.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+            let mut raw = Vec::new();
+            // Go's server closes without close_notify: keep what was read before that error.
+            if let Err(error) = tls.read_to_end(&mut raw).await {
+                if raw.is_empty() {
+                    return Err(format!("receive: {error}"));
+                }
+            }
+            parse_http(&raw)
+        };
+        tokio::time::timeout(WAIT, exchange).await.unwrap_or_else(|_| Err(format!("GET {path}: no answer")))
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in [&mut self.pebble, &mut self.challtestsrv] {
+            let _ = child.kill();
+            let deadline = Instant::now() + WAIT;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn read_log(pki: &Pki) -> String {
+    std::fs::read_to_string(pki.path().join("pebble.log")).unwrap_or_default()
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).expect("log file"))
+}
+
+/// Where pebble listens and where its validation authority connects.
+struct Ports {
+    acme: SocketAddr,
+    management: SocketAddr,
+    http: u16,
+    tls: u16,
+}
+
+/// The config JSON (written by hand: the tests have no JSON crate, and every value is plain).
+fn config_json(ports: &Ports, cert: &Path, key: &Path) -> String {
+    let path = |p: &Path| p.to_str().expect("UTF-8 temp path").replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"{{"pebble": {{"listenAddress": "{}", "managementListenAddress": "{}",
+ "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {},
+ "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+        ports.acme,
+        ports.management,
+        path(cert),
+        path(key),
+        ports.http,
+        ports.tls,
+    )
+}
+
+/// A loopback TCP port nothing listens on (bound, then released).
+fn free_tcp_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+/// A loopback port free for both UDP and TCP (challtestsrv's DNS server binds both).
+fn free_dns_port() -> SocketAddr {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let addr = udp.local_addr().expect("local addr");
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
