@@ -270,16 +270,17 @@ async fn paho_over_wss_reaches_mosquitto_with_the_cn_as_username() {
     // The ACL lets only user CN write devices/CN/#: the round trip works only if the broker got
     // the CN as the username; another user's topic does not come back.
     for (topic, round_trip) in [(format!("devices/{CN}/ws"), true), ("devices/device-8/ws".to_string(), false)] {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/paho_websocket.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/paho_connect.py");
         let mut command = std::process::Command::new("python3");
         command.arg(script).args(["--port", &proxy.addr(0).port().to_string(), "--sni", "mq.test"]);
+        command.args(["--version", "3.1.1", "--transport", "websockets", "--path", "/mqtt"]);
         command.arg("--ca").arg(&ca.cert_path).arg("--cert").arg(&device.cert_path).arg("--key").arg(&device.key_path);
         command.args(["--client-id", &format!("{CN}-ws"), "--topic", &topic, "--timeout", "4"]);
         let run = tokio::task::spawn_blocking(move || command.output());
         let output = within_for(PAHO_LIMIT, "paho to finish", run).await.unwrap().expect("run python3");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "paho_websocket.py failed (paho-mqtt missing?): {stderr}");
+        assert!(output.status.success(), "paho_connect.py failed (paho-mqtt missing?): {stderr}");
         let report: yaml_serde::Value = yaml_serde::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
         assert_eq!(report["connack"].as_i64(), Some(0), "{topic}: {stdout} {stderr}");
         assert_eq!(report["round_trip"].as_bool(), Some(round_trip), "{topic}: {stdout} {stderr}");

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""One MQTT session through snigate with paho-mqtt, the way a device would open it.
+"""One MQTT session through snigate with paho-mqtt, the way a device would open it — or, with
+--transport websockets, the way a dashboard or mobile SDK does (wss:// on --path).
 
 Connects (TLS with SNI when --sni is given), waits for the CONNACK, and when it accepts the client,
 subscribes to a topic, publishes to it and waits for the message to come back through the broker.
@@ -48,14 +49,22 @@ def main() -> int:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--topic", default="snigate/paho")
+    parser.add_argument("--transport", choices=["tcp", "websockets"], default="tcp")
+    parser.add_argument("--path", default="/mqtt", help="the WebSocket path (--transport websockets)")
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args()
 
     protocol = mqtt.MQTTv311 if args.version == "3.1.1" else mqtt.MQTTv5
     # VERSION1 callbacks hand over the raw 3.x return code; VERSION2 would map it to an MQTT 5 reason.
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION1, client_id=args.client_id, protocol=protocol, reconnect_on_failure=False
+        mqtt.CallbackAPIVersion.VERSION1,
+        client_id=args.client_id,
+        protocol=protocol,
+        transport=args.transport,
+        reconnect_on_failure=False,
     )
+    if args.transport == "websockets":
+        client.ws_set_options(path=args.path)
     if args.username is not None:
         client.username_pw_set(args.username, args.password)
     if args.sni:
