@@ -485,11 +485,8 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
                 Err(close) => return close,
             },
         };
-        let _route_permit = match admit_to_route(route, context) {
-            Ok((permit, wait)) => {
-                wait_for_token(wait).await;
-                permit
-            }
+        let _route_permit = match take_route_place(route, context).await {
+            Ok(permit) => permit,
             Err(refusal) => {
                 return Box::pin(refuse_forward(&mut stream, refusal, hello.is_some(), route, context, record)).await
             }
@@ -503,20 +500,14 @@ fn forward<'a>(conn: Conn<'a>, hello: Option<Hello>) -> impl Future<Output = Clo
         record.backend = Some(server);
         let (registration, stop) = register(route, index, None, context);
         record.routed_alpn = hello.as_ref().and_then(|h| route.matched_alpn(&h.alpn)).map(Box::from);
-        let mut first_write = match forward_header(route, client, local, hello.as_ref()) {
-            Ok(header) => header,
+        let mut backend_stream = backend_stream;
+        let first_write = send_first_write(&mut backend_stream, route, client, local, hello.as_ref(), received);
+        let replayed_bytes = match first_write.await {
+            Ok(replayed_bytes) => replayed_bytes,
             Err(close) => return close,
         };
         // The hello's names are in the header now; the session does not keep them.
         drop(hello);
-        first_write.extend_from_slice(&received);
-        let replayed_bytes = received.len() as u64;
-        drop(received);
-        let mut backend_stream = backend_stream;
-        if let Err(error) = backend_stream.write_all(&first_write).await {
-            return Close::because(CloseCause::BackendError, error);
-        }
-        drop(first_write);
         #[cfg(target_os = "linux")]
         let (transferred, end) =
             crate::proxy::relay::splice::relay(stream, backend_stream, context.limits.idle_timeout, &stop).await;
@@ -546,11 +537,8 @@ fn forward_websocket<'a>(
             Ok(received) => received,
             Err(close) => return close,
         };
-        let _route_permit = match admit_to_route(route, context) {
-            Ok((permit, wait)) => {
-                wait_for_token(wait).await;
-                permit
-            }
+        let _route_permit = match take_route_place(route, context).await {
+            Ok(permit) => permit,
             Err(refusal) => return Box::pin(refuse_forward(&mut ws, refusal, false, route, context, record)).await,
         };
         let backend::Connected { stream: mut backend_stream, server, index, load: _load } =
@@ -560,19 +548,11 @@ fn forward_websocket<'a>(
             };
         record.backend = Some(server);
         let (registration, stop) = register(route, index, None, context);
-        let mut first_write = match forward_header(route, client, local, None) {
-            Ok(header) => header,
+        let first_write = send_first_write(&mut backend_stream, route, client, local, None, received);
+        let replayed_bytes = match first_write.await {
+            Ok(replayed_bytes) => replayed_bytes,
             Err(close) => return close,
         };
-        first_write.extend_from_slice(&received);
-        let replayed_bytes = received.len() as u64;
-        drop(received);
-        if !first_write.is_empty() {
-            if let Err(error) = backend_stream.write_all(&first_write).await {
-                return Close::because(CloseCause::BackendError, error);
-            }
-        }
-        drop(first_write);
         let (transferred, end) = relay::relay(ws, backend_stream, context.limits.idle_timeout, &stop).await;
         record.transferred = transferred;
         record.transferred.client_to_backend += replayed_bytes;
@@ -593,11 +573,8 @@ fn terminate<'a>(
     let Conn { mut stream, received, client, local, route, context, record } = conn;
     async move {
         let limits = &context.limits;
-        let _route_permit = match admit_to_route(route, context) {
-            Ok((permit, wait)) => {
-                wait_for_token(wait).await;
-                permit
-            }
+        let _route_permit = match take_route_place(route, context).await {
+            Ok(permit) => permit,
             Err(refusal) => return refuse_before_handshake(&mut stream, limit_close(refusal, route, limits)).await,
         };
         let slot = context.handshakes.acquire(&route.name, route.limits.max_handshakes);
@@ -727,18 +704,16 @@ where
 }
 
 /// The route's limits before its costly step (the TLS handshake, or the backend's): a place
-/// under its `max_connections`, then a token of its and the proxy's `handshakes_per_second`
-/// within [`RATE_WAIT`] (how long to wait for it). Nothing here touches a route without limits.
-fn admit_to_route(route: &Route, context: &Context) -> Result<(RoutePermit, std::time::Duration), LimitRefusal> {
-    context.admission.admit(&route.name, &route.limits, context.limits.handshake_rate, RATE_WAIT)
-}
-
-/// Waits for a reserved token. Boxed, and only when there is a wait: the timer takes no room in
-/// the session's future.
-async fn wait_for_token(wait: std::time::Duration) {
+/// under its `max_connections`, then a token of its and the proxy's `handshakes_per_second`,
+/// waited for (at most [`RATE_WAIT`]). Nothing here touches a route without limits.
+async fn take_route_place(route: &Route, context: &Context) -> Result<RoutePermit, LimitRefusal> {
+    let (permit, wait) =
+        context.admission.admit(&route.name, &route.limits, context.limits.handshake_rate, RATE_WAIT)?;
     if !wait.is_zero() {
+        // Boxed, and only when there is a wait: the timer takes no room in the session's future.
         Box::pin(tokio::time::sleep(wait)).await;
     }
+    Ok(permit)
 }
 
 /// The close of a client a limit refused: its cause, and which limit at what value.
@@ -780,6 +755,25 @@ async fn refuse_forward<S: tokio::io::AsyncRead + AsyncWrite + Unpin>(
 
 // The headers are built in plain functions: in the async ones, `Meta` would take space in the
 // connection's future for the session's whole life.
+
+/// A passthrough or tcp connection's one first write to the backend: the route's PROXY header,
+/// then the bytes read so far (the hello, a CONNECT); returns how many of those the client sent.
+/// Nothing is written when both are empty.
+async fn send_first_write(
+    backend_stream: &mut TcpStream,
+    route: &Route,
+    client: SocketAddr,
+    local: SocketAddr,
+    hello: Option<&Hello>,
+    received: Vec<u8>,
+) -> Result<u64, Close> {
+    let mut first_write = forward_header(route, client, local, hello)?;
+    first_write.extend_from_slice(&received);
+    if let Err(error) = backend_stream.write_all(&first_write).await {
+        return Err(Close::because(CloseCause::BackendError, error));
+    }
+    Ok(received.len() as u64)
+}
 
 /// A passthrough or tcp connection's PROXY header.
 fn forward_header(
