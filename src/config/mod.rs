@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod acme;
 mod crl_url;
 mod duration;
 mod error;
@@ -23,6 +24,7 @@ mod validate;
 mod yaml_depth;
 mod yaml_position;
 
+pub use acme::{AcmeCertificate, DEFAULT_RENEW_BEFORE};
 pub use crl_url::{parse_crl_url, CrlSource, CrlUrlError, DEFAULT_CRL_REFRESH, MIN_CRL_REFRESH};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
@@ -63,6 +65,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// The distinct `crl_urls` of routes with client certificates: what `ops/crl_fetch.rs` fetches.
     pub crl_sources: Vec<CrlSource>,
+    /// The distinct certificates of `acme:` routes: what `ops/acme.rs` obtains and renews.
+    pub acme_certificates: Vec<AcmeCertificate>,
     /// Expired certificates, certificates that do not cover their route's names and files of a
     /// `cert_dir` left out: `check` fails on them; `run` and reload log them and serve (an expiring certificate must not
     /// take a running fleet down).

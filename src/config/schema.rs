@@ -226,6 +226,31 @@ pub struct RawTls {
     /// Default false: at reload, also close live sessions whose client certificate the new CRLs revoke.
     #[serde(default)]
     pub revoke_live: bool,
+    /// Default none: obtain and renew the route's certificate from an ACME CA (TLS-ALPN-01),
+    /// instead of `cert`/`key`/`cert_dir`.
+    #[serde(default)]
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    /// Required: the CA's ACME directory URL, `https://`.
+    pub directory: String,
+    /// Default none: `mailto:` addresses the CA may write to about the account.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// Required: the directory holding the account key, certificates and keys (relative to the
+    /// config file's directory); created with mode 0700 when missing.
+    pub storage: PathBuf,
+    /// Default the system's roots: a PEM file of the CA certificates the directory's TLS
+    /// certificate is verified against (a private CA: step-ca, pebble).
+    #[serde(default)]
+    pub directory_ca: Option<PathBuf>,
+    /// Default 30d: renew this long before expiry (at the latest at half the certificate's
+    /// lifetime), or in the CA's ARI window when it offers one.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub renew_before: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

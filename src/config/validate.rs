@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::acme::{AcmeCertificate, AcmeCertificates};
 use super::crl_url::CrlSources;
 use super::error::{ConfigError, ConfigErrors, Reporter};
 use super::route_limits;
@@ -68,6 +69,7 @@ pub(super) fn validate(
     let now = unix_now();
     let mut cache = LoadCache::new(now, fetched_crls);
     let mut crl_sources = CrlSources::default();
+    let mut acme_certificates = AcmeCertificates::default();
     if let Some(raw_tickets) = &raw.session_tickets {
         files.add(base_dir.join(&raw_tickets.key_file));
         cache.ticket_keys = ticket_key_file::load(raw_tickets, base_dir, report, &mut found.errors);
@@ -86,7 +88,14 @@ pub(super) fn validate(
                 crl_sources.add_route(raw_tls, report, span, &mut found.errors);
             }
         }
-        let route_tls = build_route_tls(raw_route, backend.identity, base_dir, &mut cache, report, span, &mut found);
+        let acme = match (raw_route.mode, &raw_route.tls) {
+            (Mode::Terminate, Some(raw_tls)) => {
+                acme_certificates.add_route(raw_route, raw_tls, base_dir, report, span, &mut found.errors)
+            }
+            _ => None,
+        };
+        let built = BuildTls { identity: backend.identity, acme: acme.as_ref(), base_dir };
+        let route_tls = build_route_tls(raw_route, built, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
             let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);
@@ -129,6 +138,7 @@ pub(super) fn validate(
         routes: Arc::new(RouteTable::new(routes, names.patterns, default)),
         files: files.list,
         crl_sources: crl_sources.0,
+        acme_certificates: acme_certificates.0,
         certificate_problems: found.certificate,
     })
 }
@@ -275,11 +285,19 @@ fn unix_now() -> i64 {
     now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The route's TLS state, or `None` with its problems recorded (or for a route without TLS).
+/// What a route's TLS is built with besides its `tls:` section.
+struct BuildTls<'a> {
+    identity: Identity,
+    /// The certificate of an `acme:` block that checked out.
+    acme: Option<&'a AcmeCertificate>,
+    base_dir: &'a Path,
+}
+
+/// The route's TLS state, or `None` with its problems recorded (or for a route without TLS, and
+/// an `acme:` route with no certificate stored yet).
 fn build_route_tls(
     raw_route: &RawRoute,
-    identity: Identity,
-    base_dir: &Path,
+    built: BuildTls,
     cache: &mut LoadCache,
     report: &Reporter,
     span: Span,
@@ -290,9 +308,29 @@ fn build_route_tls(
         report.error(position, problem.message)
     };
     match (raw_route.mode, &raw_route.tls) {
+        (Mode::Terminate, Some(raw_tls)) if raw_tls.acme.is_some() => {
+            let acme = built.acme?;
+            let mut settings = tls_settings(raw_tls, &raw_route.alpn);
+            (settings.cert, settings.key) = (Some(acme.cert_file()), Some(acme.key_file()));
+            if !acme.cert_file().exists() {
+                return None;
+            }
+            match RouteTls::build(&raw_route.name, &settings, built.identity, built.base_dir, cache) {
+                Ok(built) => Some(built.tls),
+                Err(problems) => {
+                    // A stored certificate that no longer loads is replaced by a new order.
+                    let storage = raw_tls.acme.as_ref().map_or(String::new(), |raw| raw.storage.display().to_string());
+                    let position = report.at.find_value("storage", &storage, span);
+                    let problems = problems.into_iter().map(|problem| problem.message).collect::<Vec<_>>().join("; ");
+                    let message = format!("the stored ACME certificate does not load ({problems}); ordering a new one");
+                    found.certificate.push(report.error(position, message));
+                    None
+                }
+            }
+        }
         (Mode::Terminate, Some(raw_tls)) => {
             let settings = tls_settings(raw_tls, &raw_route.alpn);
-            match RouteTls::build(&raw_route.name, &settings, identity, base_dir, cache) {
+            match RouteTls::build(&raw_route.name, &settings, built.identity, built.base_dir, cache) {
                 Ok(built) => {
                     found.certificate.extend(built.warnings.into_iter().map(place));
                     Some(built.tls)
@@ -332,7 +370,7 @@ struct ServedCertificate<'t> {
     leaf: &'t LeafFacts,
 }
 
-/// The certificates of a route: `cert`, then the files of `cert_dir`.
+/// The certificates of a route: `cert` (or the one `acme` stored), then the files of `cert_dir`.
 fn served_certificates<'t>(route_tls: &'t RouteTls, raw_tls: &RawTls) -> Vec<ServedCertificate<'t>> {
     let named = raw_tls.cert.iter().map(|cert| ServedCertificate {
         file: cert.display().to_string(),
@@ -340,6 +378,13 @@ fn served_certificates<'t>(route_tls: &'t RouteTls, raw_tls: &RawTls) -> Vec<Ser
         value: cert.display().to_string(),
         leaf: &route_tls.certificates.served.leaf,
     });
+    let stored = raw_tls.acme.iter().map(|acme| ServedCertificate {
+        file: format!("stored in {}", acme.storage.display()),
+        field: "storage",
+        value: acme.storage.display().to_string(),
+        leaf: &route_tls.certificates.served.leaf,
+    });
+    let named = named.chain(stored);
     let dir = raw_tls.cert_dir.as_ref().map(|dir| dir.display().to_string()).unwrap_or_default();
     let in_dir = route_tls.certificates.dir_certificates.iter().map(|certificate| ServedCertificate {
         file: certificate.file.display().to_string(),

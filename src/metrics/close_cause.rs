@@ -94,6 +94,10 @@ labels! {
         HandshakeTimeout => "handshake_timeout",
         /// The TLS handshake failed (see the handshake failure reasons).
         HandshakeFailed => "handshake_failed",
+        /// An `acme:` route has no certificate yet (the first order is under way or failing): TLS alert internal_error.
+        CertificatePending => "certificate_pending",
+        /// A TLS-ALPN-01 validation (ALPN `acme-tls/1` for a name being validated) got its challenge certificate.
+        AcmeChallenge => "acme_challenge",
         /// The client certificate's identity has NUL or control characters, or is over 255 bytes.
         BadClientIdentity => "bad_client_identity",
         /// The outbound PROXY v2 header could not be built (it would exceed its size limit).
@@ -136,7 +140,14 @@ labels! {
 impl CloseCause {
     /// Whether the close is a failure or refusal; the orderly ends of a session are not.
     pub fn is_error(self) -> bool {
-        !matches!(self, CloseCause::Closed | CloseCause::IdleTimeout | CloseCause::Shutdown | CloseCause::DrainTimeout)
+        !matches!(
+            self,
+            CloseCause::Closed
+                | CloseCause::IdleTimeout
+                | CloseCause::Shutdown
+                | CloseCause::DrainTimeout
+                | CloseCause::AcmeChallenge
+        )
     }
 }
 

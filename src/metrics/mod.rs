@@ -84,6 +84,47 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabel {
+    certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateResult {
+    certificate: String,
+    result: &'static str,
+}
+
+/// How one attempt to obtain an ACME certificate ended (`snigate_acme_orders_total`'s `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeResult {
+    /// The certificate was issued and stored.
+    Issued,
+    /// The CA could not be reached, or its answers could not be read (connect, TLS, HTTP, timeout).
+    Unreachable,
+    /// The CA refused a request with a problem document (rate limit, bad account, bad CSR, …).
+    Refused,
+    /// The CA could not validate a name (its authorization or the order became invalid).
+    Invalid,
+    /// The certificate, key or account could not be written to `storage`.
+    StorageFailed,
+}
+
+impl AcmeResult {
+    pub const ALL: &[AcmeResult] =
+        &[AcmeResult::Issued, AcmeResult::Unreachable, AcmeResult::Refused, AcmeResult::Invalid, AcmeResult::StorageFailed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AcmeResult::Issued => "issued",
+            AcmeResult::Unreachable => "unreachable",
+            AcmeResult::Refused => "refused",
+            AcmeResult::Invalid => "invalid",
+            AcmeResult::StorageFailed => "storage_failed",
+        }
+    }
+}
+
 type HistogramFamily = Family<RouteOnly, Histogram, fn() -> Histogram>;
 
 fn handshake_histogram() -> Histogram {
@@ -115,6 +156,9 @@ pub struct Metrics {
     crl_next_update: Family<UrlLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     crl_fetch_failures: Family<UrlLabel, Counter>,
     crl_ages: Arc<CrlAges>,
+    acme_orders: Family<CertificateResult, Counter>,
+    acme_challenges_answered: Counter,
+    acme_next_attempt: Family<CertificateLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     per_route: RwLock<HashMap<String, Arc<RouteMetrics>>>,
 }
 
@@ -195,11 +239,15 @@ impl Metrics {
             crl_next_update: Family::default(),
             crl_fetch_failures: Family::default(),
             crl_ages: Arc::default(),
+            acme_orders: Family::default(),
+            acme_challenges_answered: Counter::default(),
+            acme_next_attempt: Family::default(),
             per_route: RwLock::new(HashMap::new()),
         };
         metrics.register_connection_metrics();
         metrics.register_backend_and_config_metrics();
         metrics.register_crl_metrics();
+        metrics.register_acme_metrics();
         Arc::new(metrics)
     }
 
@@ -285,6 +333,26 @@ impl Metrics {
             self.crl_fetch_failures.clone(),
         );
         r.register_collector(Box::new(self.crl_ages.clone()));
+    }
+
+    /// The certificates of `acme:` routes: attempts by result, the next talk with the CA.
+    fn register_acme_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "acme_orders",
+            "Attempts to obtain an acme certificate, by result (issued, unreachable, refused, invalid, storage_failed)",
+            self.acme_orders.clone(),
+        );
+        r.register(
+            "acme_challenge_handshakes",
+            "TLS-ALPN-01 validations answered with their challenge certificate",
+            self.acme_challenges_answered.clone(),
+        );
+        r.register(
+            "acme_next_attempt_timestamp_seconds",
+            "Unix time an acme certificate is next renewed, or its failed attempt retried",
+            self.acme_next_attempt.clone(),
+        );
     }
 
     /// The Prometheus text exposition of every metric.
@@ -408,6 +476,36 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// An `acme:` certificate is followed: its counters are exported from 0.
+    pub fn acme_followed(&self, certificate: &str) {
+        for result in AcmeResult::ALL {
+            let labels = CertificateResult { certificate: certificate.to_string(), result: result.label() };
+            let _created = self.acme_orders.get_or_create(&labels);
+        }
+    }
+
+    pub fn acme_challenge_answered(&self) {
+        self.acme_challenges_answered.inc();
+    }
+
+    pub fn acme_attempt(&self, certificate: &str, result: AcmeResult) {
+        let labels = CertificateResult { certificate: certificate.to_string(), result: result.label() };
+        self.acme_orders.get_or_create(&labels).inc();
+    }
+
+    pub fn acme_next_attempt(&self, certificate: &str, at_unix_seconds: i64) {
+        let labels = CertificateLabel { certificate: certificate.to_string() };
+        self.acme_next_attempt.get_or_create(&labels).set(at_unix_seconds as f64);
+    }
+
+    /// Stops exporting a certificate no route asks for any more.
+    pub fn forget_acme(&self, certificate: &str) {
+        for result in AcmeResult::ALL {
+            self.acme_orders.remove(&CertificateResult { certificate: certificate.to_string(), result: result.label() });
+        }
+        self.acme_next_attempt.remove(&CertificateLabel { certificate: certificate.to_string() });
+    }
+
     /// A `crl_urls` URL is fetched: its failure counter is exported from 0.
     pub fn crl_followed(&self, url: &str) {
         let _created = self.crl_fetch_failures.get_or_create(&UrlLabel { url: url.to_string() });

@@ -1,6 +1,10 @@
 //! Running the proxy: server lifecycle, reload triggers, signals, health checks, the admin
 //! endpoint and process limits. Built on the data path in `proxy`; see ARCHITECTURE.md.
 
+pub(crate) mod acme;
+pub(crate) mod acme_http;
+pub(crate) mod acme_schedule;
+pub(crate) mod acme_storage;
 pub mod admin;
 pub(crate) mod crl_fetch;
 pub(crate) mod crl_schedule;

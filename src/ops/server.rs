@@ -23,10 +23,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::close_cause::CloseCause;
 use crate::metrics::Metrics;
+use crate::ops::acme::AcmeManager;
 use crate::ops::admin::{self, Readiness};
 use crate::ops::crl_fetch::CrlFetcher;
 use crate::ops::fd_limit::ConnectionCap;
 use crate::ops::health::Checker;
+use crate::proxy::acme_challenge::TlsAlpnChallenges;
 use crate::proxy::connection::{self, Context};
 use crate::proxy::handshake_gate::HandshakeGate;
 use crate::proxy::ip_limit::IpLimiter;
@@ -116,6 +118,10 @@ pub struct Server {
     reload_rx: mpsc::Receiver<ReloadRequest>,
     watched_files: Vec<std::path::PathBuf>,
     crls: CrlFetcher,
+    /// The tasks of the `acme:` certificates, started once the listeners run (the CA validates
+    /// through them).
+    acme: AcmeManager,
+    acme_certificates: Vec<config::AcmeCertificate>,
 }
 
 impl Server {
@@ -141,10 +147,13 @@ impl Server {
         let cap = ConnectionCap::for_max_connections(config.limits.max_connections);
         cap.warn_if_lowered();
         metrics.connection_slots(cap.effective);
+        let acme_challenges = TlsAlpnChallenges::new();
+        let acme = AcmeManager::new(acme_challenges.clone(), metrics.clone(), ReloadHandle(reload_tx.clone()));
         let context = Context {
             handshakes: HandshakeGate::new(config.limits.max_handshakes),
             admission: RouteAdmission::new(),
             hard_stop: CancellationToken::new(),
+            acme_challenges,
             accept_proxy_from: config.accept_proxy_from.clone(),
             per_ip: IpLimiter::new(config.limits.max_connections_per_ip),
             sessions: Sessions::new(),
@@ -167,6 +176,8 @@ impl Server {
             reload_rx,
             watched_files: config.files,
             crls,
+            acme,
+            acme_certificates: config.acme_certificates,
         })
     }
 
@@ -202,7 +213,9 @@ impl Server {
     /// As [`Server::run`]; cancelling `end_drain` (a second SIGTERM) during the drain closes
     /// every remaining connection at once instead of waiting for `drain_timeout`.
     pub async fn run_until(self, shutdown: CancellationToken, end_drain: CancellationToken) -> Result<(), ServerError> {
-        let Server { config_path, listen, bound, admin, shared, readiness, reload_rx, mut crls, .. } = self;
+        let Server {
+            config_path, listen, bound, admin, shared, readiness, reload_rx, mut crls, mut acme, acme_certificates, ..
+        } = self;
         let context = shared.context.load_full();
         let admin_stop = CancellationToken::new();
         if let Some(listener) = admin {
@@ -226,6 +239,7 @@ impl Server {
             listeners.insert(address, start_listener(listener, &shared));
         }
         readiness.set_listening();
+        acme.follow(&acme_certificates);
 
         let mut reload_rx = reload_rx;
         loop {
@@ -245,11 +259,14 @@ impl Server {
                 }
                 loaded = load => loaded,
             };
-            let crl_sources = loaded.as_ref().ok().and_then(|l| l.as_ref().ok()).map(|c| c.crl_sources.clone());
+            let config = loaded.as_ref().ok().and_then(|l| l.as_ref().ok());
+            let crl_sources = config.map(|c| c.crl_sources.clone()).unwrap_or_default();
+            let acme_certificates = config.map(|c| c.acme_certificates.clone()).unwrap_or_default();
             let result = apply_loaded(loaded, &shared, &mut listeners);
             match &result {
                 Ok(reloaded) => {
-                    crls.follow(&crl_sources.unwrap_or_default());
+                    crls.follow(&crl_sources);
+                    acme.follow(&acme_certificates);
                     health.checker.close_jitter = shared.context.load().limits.close_jitter;
                     health.restart(&shared);
                     log_reloaded(reloaded);
@@ -507,6 +524,7 @@ fn apply_settings(
         handshakes: old.handshakes.clone(),
         admission: old.admission.clone(),
         hard_stop: old.hard_stop.clone(),
+        acme_challenges: old.acme_challenges.clone(),
     }
 }
 

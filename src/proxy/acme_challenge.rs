@@ -24,7 +24,7 @@ use crate::proxy::tls::provider;
 pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ChallengeError {
+pub enum ChallengeError {
     #[error("{0:?} is not a hostname TLS-ALPN-01 can validate (wildcards need DNS-01)")]
     Identifier(String),
     #[error("building the TLS-ALPN-01 certificate for {name}: {source}")]
@@ -36,13 +36,13 @@ pub(crate) enum ChallengeError {
 /// The pending challenges (name → challenge certificate) and the one server config that answers
 /// them. Cheap to clone; clones share the map.
 #[derive(Debug, Clone)]
-pub(crate) struct TlsAlpnChallenges {
+pub struct TlsAlpnChallenges {
     pending: Arc<Pending>,
     config: Arc<ServerConfig>,
 }
 
 impl TlsAlpnChallenges {
-    pub(crate) fn new() -> TlsAlpnChallenges {
+    pub fn new() -> TlsAlpnChallenges {
         let pending = Arc::new(Pending::default());
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -57,7 +57,7 @@ impl TlsAlpnChallenges {
 
     /// Answers the challenge of `identifier` (a route's exact `sni` name) with the certificate for
     /// `key_authorization` (RFC 8555 §8.1: `token.thumbprint`), replacing one already pending.
-    pub(crate) fn add(&self, identifier: &str, key_authorization: &str) -> Result<(), ChallengeError> {
+    pub fn add(&self, identifier: &str, key_authorization: &str) -> Result<(), ChallengeError> {
         let name = canonicalize(identifier.as_bytes())
             .filter(|name| !name.starts_with('*'))
             .ok_or_else(|| ChallengeError::Identifier(identifier.to_string()))?;
@@ -67,7 +67,7 @@ impl TlsAlpnChallenges {
     }
 
     /// Stops answering the challenge of `identifier` (validated, failed or abandoned).
-    pub(crate) fn remove(&self, identifier: &str) {
+    pub fn remove(&self, identifier: &str) {
         if let Some(name) = canonicalize(identifier.as_bytes()) {
             self.pending.write().remove(&name);
         }

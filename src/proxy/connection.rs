@@ -31,6 +31,7 @@ use crate::proxy::route_limits::{LimitRefusal, RouteAdmission, RoutePermit};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
+use crate::proxy::acme_challenge::TlsAlpnChallenges;
 use crate::proxy::tls::Session;
 use crate::proxy::websocket::{self, Opened, WsError, WsStream};
 
@@ -66,6 +67,8 @@ pub struct Context {
     pub admission: Arc<RouteAdmission>,
     /// Cancelled when the drain deadline passes: live relays close.
     pub hard_stop: CancellationToken,
+    /// The TLS-ALPN-01 challenges `ops/acme.rs` has pending, answered before routing.
+    pub acme_challenges: TlsAlpnChallenges,
 }
 
 /// What the access-log line says about a connection, filled in as it progresses.
@@ -195,6 +198,11 @@ fn serve<'a>(
         let conn = Conn { stream, received, client, local, route, context, record };
         match (&route.tls, route.mode, hello) {
             (Some(route_tls), Mode::Terminate, Some(hello)) => Box::pin(terminate(conn, hello, route_tls)).await,
+            (None, Mode::Terminate, _) => {
+                let close = Close::because(CloseCause::CertificatePending, "the ACME certificate is not issued yet");
+                let Conn { mut stream, .. } = conn;
+                refuse_before_handshake(&mut stream, close).await
+            }
             (_, _, hello) => Box::pin(forward(conn, hello)).await,
         }
     }
@@ -269,6 +277,9 @@ async fn admit<'r>(
     if let Some(name) = &hello.server_name {
         span.record("sni", name.as_str());
     }
+    if let Some(config) = context.acme_challenges.config_for(hello.server_name.as_deref(), &hello.alpn) {
+        return Err(answer_acme_challenge(stream, received.bytes, config, limits.handshake_timeout).await);
+    }
     let Some(route) = routes.resolve_with_alpn(hello.server_name.as_deref(), &hello.alpn) else {
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
         let _ = stream.shutdown().await;
@@ -281,6 +292,25 @@ async fn admit<'r>(
     let active = routed(&span, route, context, record);
     let received = received.bytes;
     Ok(Admitted { stream, received, client, hello: Some(hello), route, _ip_permit: ip_permit, _active: active })
+}
+
+/// Completes a TLS-ALPN-01 validation's handshake with its challenge certificate, then closes:
+/// the CA only checks the certificate (RFC 8737 §3), nothing is relayed.
+async fn answer_acme_challenge(
+    stream: TcpStream,
+    received: Vec<u8>,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: std::time::Duration,
+) -> Close {
+    let handshake = TlsAcceptor::from(config).accept(Prefixed::new(received, stream));
+    match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(mut tls_stream)) => {
+            let _ = tls_stream.shutdown().await;
+            Close::because(CloseCause::AcmeChallenge, "TLS-ALPN-01 challenge certificate served")
+        }
+        Ok(Err(error)) => Close::because(CloseCause::HandshakeFailed, format!("TLS-ALPN-01 challenge: {error}")),
+        Err(_) => Close::because(CloseCause::HandshakeTimeout, "TLS-ALPN-01 challenge"),
+    }
 }
 
 /// From a trusted peer, reads its PROXY header: the client it names (else the peer) and the bytes
@@ -318,8 +348,11 @@ fn count(metrics: &Metrics, record: &Record, close: &Close) {
         metrics.closed(&route.route, close.cause);
         route.transferred(record.transferred.client_to_backend, record.transferred.backend_to_client);
     }
-    if record.backend.is_none() {
-        metrics.rejected(close.cause);
+    match close.cause {
+        // Answered as asked, not refused.
+        CloseCause::AcmeChallenge => metrics.acme_challenge_answered(),
+        cause if record.backend.is_none() => metrics.rejected(cause),
+        _ => {}
     }
 }
 

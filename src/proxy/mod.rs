@@ -2,8 +2,6 @@
 //! route, TLS, backend, outbound PROXY header, relay. Nothing here reads the config file
 //! or knows about signals; see ARCHITECTURE.md.
 
-// Not used outside its tests yet: issue 19's ACME task (ops/acme.rs) and admit() wire it.
-#[allow(dead_code)]
 pub(crate) mod acme_challenge;
 pub(crate) mod backend;
 pub(crate) mod cert_dir;

@@ -1,0 +1,424 @@
+//! The certificates of `tls.acme` routes: one task per certificate keeps it issued and fresh.
+//!
+//! A task looks at the certificate in storage. While it is there and not due (`acme_schedule.rs`:
+//! `renew_before` its expiry, not before half its lifetime, sooner in the CA's ARI window), the
+//! task sleeps and asks the CA for nothing. When it is missing or due, the task places an order:
+//! the account (stored, or created once per storage and directory), a new order for the names,
+//! the TLS-ALPN-01 challenge of each name added to [`TlsAlpnChallenges`] (so the listener answers
+//! the CA's validation), the challenges set ready, the order polled until ready, a CSR for a fresh
+//! P-256 key, the chain polled until issued, both written to storage (`acme_storage.rs`), the
+//! challenges removed, and a reload asked for, the same path as SIGHUP: the load serves the stored
+//! files, live sessions keep the certificate they started with. A failure keeps the last good
+//! certificate (a route with none refuses handshakes: `certificate_pending`) and is retried with
+//! back-off; every step is logged and every attempt counted (`snigate_acme_orders_total`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount, NewOrder, Order,
+    OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AcmeCertificate;
+use crate::metrics::{AcmeResult, Metrics};
+use crate::ops::acme_http::{AcmeHttp, ClientError, RetryAfter};
+use crate::ops::acme_schedule::{self, Failure};
+use crate::ops::acme_storage::{self, StorageError, Stored};
+use crate::ops::server::ReloadHandle;
+use crate::proxy::acme_challenge::{ChallengeError, TlsAlpnChallenges};
+
+/// How long the CA may take to validate every name of an order.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the CA may take to issue once the order is finalized.
+const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(90);
+/// One whole attempt, account to stored chain: bounds what the request and poll timeouts miss
+/// (a response body that never ends).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The first wait between two polls of an order; instant-acme doubles it and honours Retry-After.
+const FIRST_POLL: Duration = Duration::from_millis(250);
+
+/// Why an attempt gave no certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error("the ACME server cannot be reached: {0}")]
+    Unreachable(instant_acme::Error),
+    #[error("the ACME server refused: {0}")]
+    Refused(instant_acme::Error),
+    #[error("validation failed: {0}")]
+    Invalid(String),
+    #[error("the ACME server offers no tls-alpn-01 challenge for {0}")]
+    NoTlsAlpn(String),
+    #[error("{0}")]
+    Challenge(#[from] ChallengeError),
+    #[error("the ACME client: {0}")]
+    Client(#[from] ClientError),
+    #[error("building the CSR: {0}")]
+    Csr(#[from] rcgen::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("no certificate within {ATTEMPT_TIMEOUT:?}")]
+    Timeout,
+}
+
+impl AcmeError {
+    /// From instant-acme: a problem document is the CA saying no; the rest did not get through.
+    fn from_acme(error: instant_acme::Error) -> AcmeError {
+        match error {
+            instant_acme::Error::Api(_) => AcmeError::Refused(error),
+            instant_acme::Error::Timeout(_) => AcmeError::Invalid("the ACME server did not finish in time".into()),
+            _ => AcmeError::Unreachable(error),
+        }
+    }
+
+    fn result(&self) -> AcmeResult {
+        match self {
+            AcmeError::Unreachable(_) | AcmeError::Timeout => AcmeResult::Unreachable,
+            AcmeError::Refused(_) | AcmeError::NoTlsAlpn(_) | AcmeError::Csr(_) => AcmeResult::Refused,
+            AcmeError::Invalid(_) | AcmeError::Challenge(_) => AcmeResult::Invalid,
+            AcmeError::Client(_) | AcmeError::Storage(_) => AcmeResult::StorageFailed,
+        }
+    }
+
+    fn failure(&self) -> Failure {
+        match self.result() {
+            AcmeResult::Unreachable => Failure::Unreachable,
+            _ => Failure::Refused,
+        }
+    }
+}
+
+/// An account and the `Retry-After` its client saw last.
+#[derive(Clone)]
+struct AccountHandle {
+    account: Account,
+    retry_after: Arc<RetryAfter>,
+}
+
+/// What the certificate tasks share with the server.
+struct Shared {
+    challenges: TlsAlpnChallenges,
+    metrics: Arc<Metrics>,
+    reload: ReloadHandle,
+    /// By account file: certificates of one storage and directory use one account.
+    accounts: tokio::sync::Mutex<HashMap<PathBuf, AccountHandle>>,
+}
+
+/// A followed certificate's task.
+struct Following {
+    certificate: AcmeCertificate,
+    stop: CancellationToken,
+}
+
+/// The tasks of the running config's ACME certificates.
+pub struct AcmeManager {
+    shared: Arc<Shared>,
+    tasks: HashMap<String, Following>,
+}
+
+impl Drop for AcmeManager {
+    fn drop(&mut self) {
+        self.tasks.values().for_each(|task| task.stop.cancel());
+    }
+}
+
+impl AcmeManager {
+    pub fn new(challenges: TlsAlpnChallenges, metrics: Arc<Metrics>, reload: ReloadHandle) -> AcmeManager {
+        let shared = Shared { challenges, metrics, reload, accounts: tokio::sync::Mutex::default() };
+        AcmeManager { shared: Arc::new(shared), tasks: HashMap::new() }
+    }
+
+    /// Follows exactly `certificates` from now on: a task for each new or changed one, none for
+    /// those gone. A certificate whose settings and routes are the same keeps its task.
+    pub fn follow(&mut self, certificates: &[AcmeCertificate]) {
+        let gone: Vec<String> =
+            self.tasks.keys().filter(|id| !certificates.iter().any(|c| &c.id == *id)).cloned().collect();
+        for id in gone {
+            if let Some(task) = self.tasks.remove(&id) {
+                task.stop.cancel();
+            }
+            self.shared.metrics.forget_acme(&id);
+        }
+        for certificate in certificates {
+            if self.tasks.get(&certificate.id).is_some_and(|task| task.certificate.same_order(certificate)) {
+                continue;
+            }
+            if let Some(previous) = self.tasks.remove(&certificate.id) {
+                previous.stop.cancel();
+            }
+            let stop = CancellationToken::new();
+            self.shared.metrics.acme_followed(&certificate.id);
+            tokio::spawn(keep_certified(self.shared.clone(), certificate.clone(), stop.clone()));
+            self.tasks.insert(certificate.id.clone(), Following { certificate: certificate.clone(), stop });
+        }
+    }
+}
+
+/// What a task does next.
+enum Next {
+    /// The certificate is renewed at this Unix time; look again then.
+    RenewAt(i64),
+    /// Order now; `replacing` is the certificate renewed, if any.
+    Order { replacing: Option<Stored> },
+}
+
+/// Keeps `certificate` issued and fresh until `stop`.
+async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
+    let id = certificate.id.as_str();
+    let mut failures = 0u32;
+    loop {
+        let (wait, next_attempt) = match next_step(&shared, &certificate).await {
+            Next::RenewAt(due) => {
+                let wait = Duration::from_secs(u64::try_from(due - unix_now()).unwrap_or(0));
+                (wait.min(acme_schedule::MAX_SLEEP), due)
+            }
+            Next::Order { replacing } => {
+                let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, obtain(&shared, &certificate, replacing.as_ref()));
+                let obtained = tokio::select! {
+                    () = stop.cancelled() => return,
+                    obtained = attempt => obtained.unwrap_or(Err(AcmeError::Timeout)),
+                };
+                match obtained {
+                    Ok(()) => {
+                        failures = 0;
+                        shared.metrics.acme_attempt(id, AcmeResult::Issued);
+                        shared.reload_for(&certificate).await;
+                        continue;
+                    }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        shared.metrics.acme_attempt(id, error.result());
+                        let retry_after = shared.retry_after(&certificate).await;
+                        let wait = acme_schedule::retry_in(error.failure(), failures, retry_after, fastrand::f64());
+                        tracing::warn!(
+                            certificate = id,
+                            %error,
+                            result = error.result().label(),
+                            attempts = failures,
+                            retry_in_s = wait.as_secs(),
+                            "ACME attempt failed; retrying"
+                        );
+                        (wait, unix_now().saturating_add(seconds(wait)))
+                    }
+                }
+            }
+        };
+        shared.metrics.acme_next_attempt(id, next_attempt);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Looks at the stored certificate: order when it is missing, unreadable or due; else wait.
+async fn next_step(shared: &Shared, certificate: &AcmeCertificate) -> Next {
+    let id = certificate.id.as_str();
+    let stored = match acme_storage::read_certificate(certificate) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => {
+            tracing::info!(certificate = id, names = ?certificate.names, "no stored certificate; ordering one");
+            return Next::Order { replacing: None };
+        }
+        Err(error) => {
+            tracing::warn!(certificate = id, %error, "the stored certificate cannot be read; ordering a new one");
+            return Next::Order { replacing: None };
+        }
+    };
+    let mut due = acme_schedule::renew_at(stored.not_before, stored.not_after, certificate.renew_before);
+    if let Some(window_moment) = shared.ari_moment(certificate, &stored).await {
+        due = due.min(window_moment);
+    }
+    let now = unix_now();
+    if due <= now {
+        tracing::info!(certificate = id, not_after = stored.not_after, "the stored certificate is due for renewal");
+        return Next::Order { replacing: Some(stored) };
+    }
+    tracing::info!(
+        certificate = id,
+        not_after = stored.not_after,
+        renew_at = due,
+        "stored certificate is valid; renewal scheduled"
+    );
+    Next::RenewAt(due)
+}
+
+/// One attempt: order, validate, finalize, store. The challenges are removed however it ends.
+async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Option<&Stored>) -> Result<(), AcmeError> {
+    let id = certificate.id.as_str();
+    let account = shared.account(certificate).await?.account;
+    let identifiers: Vec<Identifier> = certificate.names.iter().cloned().map(Identifier::Dns).collect();
+    let replaces = replacing.and_then(|stored| CertificateIdentifier::try_from(&stored.leaf).ok());
+    // A renewal names the certificate it replaces where the CA offers ARI (RFC 9773 §5);
+    // instant-acme refuses `replaces` without asking the CA when the directory offers none.
+    let placed = match replaces {
+        Some(replaces) => match account.new_order(&NewOrder::new(&identifiers).replaces(replaces)).await {
+            Err(instant_acme::Error::Unsupported(_)) => account.new_order(&NewOrder::new(&identifiers)).await,
+            placed => placed,
+        },
+        None => account.new_order(&NewOrder::new(&identifiers)).await,
+    };
+    let mut order = placed.map_err(AcmeError::from_acme)?;
+    tracing::info!(certificate = id, order = order.url(), "ACME order placed");
+    let answering = Answering { challenges: &shared.challenges, names: Vec::new() };
+    let answering = answer_challenges(&mut order, answering, id).await?;
+    let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(VALIDATION_TIMEOUT);
+    let status = order.poll_ready(&retries).await.map_err(AcmeError::from_acme)?;
+    drop(answering);
+    if status != OrderStatus::Ready {
+        return Err(AcmeError::Invalid(validation_errors(&mut order).await));
+    }
+    tracing::info!(certificate = id, "ACME order ready; finalizing");
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(certificate.names.clone())?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key)?;
+    order.finalize_csr(csr.der()).await.map_err(AcmeError::from_acme)?;
+    let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(ISSUANCE_TIMEOUT);
+    let chain = order.poll_certificate(&retries).await.map_err(AcmeError::from_acme)?;
+    acme_storage::write_certificate(certificate, &chain, &key.serialize_pem())?;
+    tracing::info!(certificate = id, names = ?certificate.names, "ACME certificate issued");
+    Ok(())
+}
+
+/// The names whose challenge certificates are being served; removed when dropped.
+struct Answering<'a> {
+    challenges: &'a TlsAlpnChallenges,
+    names: Vec<String>,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.names.iter().for_each(|name| self.challenges.remove(name));
+    }
+}
+
+/// Serves the TLS-ALPN-01 challenge of each pending authorization and tells the CA it is ready.
+async fn answer_challenges<'a>(
+    order: &mut Order,
+    mut answering: Answering<'a>,
+    id: &str,
+) -> Result<Answering<'a>, AcmeError> {
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.map_err(AcmeError::from_acme)?;
+        let name = authorization.identifier().to_string();
+        match authorization.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            status => return Err(AcmeError::Invalid(format!("authorization for {name} is {status:?}"))),
+        }
+        let mut challenge =
+            authorization.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| AcmeError::NoTlsAlpn(name.clone()))?;
+        answering.challenges.add(&name, challenge.key_authorization().as_str())?;
+        answering.names.push(name.clone());
+        challenge.set_ready().await.map_err(AcmeError::from_acme)?;
+        tracing::info!(certificate = id, name, "ACME challenge ready");
+    }
+    Ok(answering)
+}
+
+/// What the CA said about the names it could not validate.
+async fn validation_errors(order: &mut Order) -> String {
+    let mut errors = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authorization)) = authorizations.next().await {
+        let name = authorization.identifier().to_string();
+        let Ok(state) = authorization.refresh().await else { continue };
+        let problems = state.challenges.iter().filter_map(|challenge| challenge.error.as_ref());
+        errors.extend(problems.map(|problem| format!("{name}: {problem}")));
+    }
+    if errors.is_empty() {
+        return "the order became invalid".into();
+    }
+    errors.join("; ")
+}
+
+impl Shared {
+    /// The account of `certificate`'s storage and directory: cached, else read from storage,
+    /// else created and stored, once.
+    async fn account(&self, certificate: &AcmeCertificate) -> Result<AccountHandle, AcmeError> {
+        let mut accounts = self.accounts.lock().await;
+        if let Some(handle) = cached_or_stored(&mut accounts, certificate).await? {
+            return Ok(handle);
+        }
+        let retry_after = Arc::new(RetryAfter::default());
+        let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
+        let contact: Vec<&str> = certificate.contact.iter().map(String::as_str).collect();
+        let new_account = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+        let (account, credentials) = Account::builder_with_http(Box::new(http))
+            .create(&new_account, certificate.directory.clone(), None)
+            .await
+            .map_err(AcmeError::from_acme)?;
+        let file = certificate.account_file();
+        acme_storage::write_account(&file, &credentials)?;
+        tracing::info!(certificate = %certificate.id, account = account.id(), file = %file.display(), "ACME account created");
+        let handle = AccountHandle { account, retry_after };
+        accounts.insert(file, handle.clone());
+        Ok(handle)
+    }
+
+    /// The account, only if one is cached or stored (never creates one).
+    async fn stored_account(&self, certificate: &AcmeCertificate) -> Result<Option<AccountHandle>, AcmeError> {
+        cached_or_stored(&mut *self.accounts.lock().await, certificate).await
+    }
+
+    /// The `Retry-After` of the CA's last refusal on `certificate`'s account, once.
+    async fn retry_after(&self, certificate: &AcmeCertificate) -> Option<Duration> {
+        let accounts = self.accounts.lock().await;
+        accounts.get(&certificate.account_file())?.retry_after.take()
+    }
+
+    /// When to renew by the CA's ARI window (RFC 9773), if it offers one for this certificate:
+    /// an unauthenticated GET, asked only with an account stored before (never creates one).
+    async fn ari_moment(&self, certificate: &AcmeCertificate, stored: &Stored) -> Option<i64> {
+        let account = self.stored_account(certificate).await.ok()??.account;
+        let identifier = CertificateIdentifier::try_from(&stored.leaf).ok()?;
+        let (info, _) = account.renewal_info(&identifier).await.ok()?;
+        let window = info.suggested_window;
+        let moment =
+            acme_schedule::in_window(window.start.unix_timestamp(), window.end.unix_timestamp(), fastrand::f64());
+        tracing::info!(certificate = %certificate.id, window_start = window.start.unix_timestamp(), window_end = window.end.unix_timestamp(), "the CA's renewal window");
+        Some(moment)
+    }
+
+    async fn reload_for(&self, certificate: &AcmeCertificate) {
+        let id = certificate.id.as_str();
+        match self.reload.reload().await {
+            Ok(_) => tracing::info!(certificate = id, routes = ?certificate.routes, "serving the new ACME certificate"),
+            Err(error) => tracing::error!(certificate = id, %error, "reload for a new ACME certificate failed; the running config stays"),
+        }
+    }
+}
+
+/// The cached account of `certificate`, else the one in storage (then cached).
+async fn cached_or_stored(
+    accounts: &mut HashMap<PathBuf, AccountHandle>,
+    certificate: &AcmeCertificate,
+) -> Result<Option<AccountHandle>, AcmeError> {
+    let file = certificate.account_file();
+    if let Some(handle) = accounts.get(&file) {
+        return Ok(Some(handle.clone()));
+    }
+    let Some(credentials) = acme_storage::read_account(&file)? else { return Ok(None) };
+    let retry_after = Arc::new(RetryAfter::default());
+    let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
+    let account =
+        Account::builder_with_http(Box::new(http)).from_credentials(credentials).await.map_err(AcmeError::from_acme)?;
+    let handle = AccountHandle { account, retry_after };
+    accounts.insert(file, handle.clone());
+    Ok(Some(handle))
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
+}

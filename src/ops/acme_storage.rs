@@ -1,0 +1,202 @@
+//! `tls.acme.storage` on disk: the account's credentials and each certificate's chain and key.
+//! Directories are created with mode 0700 and files with 0600; every file is written to a
+//! temporary name, synced and renamed over the old one, so a crash leaves the old file or the new
+//! one, never half of one. The key is renamed into place before its chain: a load that sees the
+//! new chain also sees its key.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use instant_acme::AccountCredentials;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::AcmeCertificate;
+
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// A certificate found in storage.
+#[derive(Debug)]
+pub struct Stored {
+    pub leaf: CertificateDer<'static>,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Why storage could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {message}", path.display())]
+    Content { path: PathBuf, message: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io { path: path.to_path_buf(), source }
+}
+
+/// The certificate stored for `certificate`, if there is one that parses.
+pub fn read_certificate(certificate: &AcmeCertificate) -> Result<Option<Stored>, StorageError> {
+    let path = certificate.cert_file();
+    let pem = match std::fs::read(&path) {
+        Ok(pem) => pem,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(&path)(error)),
+    };
+    let content = |message: String| StorageError::Content { path: path.clone(), message };
+    let leaf = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| content("no PEM certificate".into()))?
+        .map_err(|error| content(error.to_string()))?;
+    let (_, parsed) = X509Certificate::from_der(&leaf).map_err(|error| content(error.to_string()))?;
+    let validity = parsed.validity();
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    Ok(Some(Stored { leaf: leaf.clone(), not_before, not_after }))
+}
+
+/// Stores a new chain and key for `certificate`.
+pub fn write_certificate(certificate: &AcmeCertificate, chain_pem: &str, key_pem: &str) -> Result<(), StorageError> {
+    let folder = certificate.folder();
+    create_private_dir(&folder)?;
+    let key = Pending::write(&certificate.key_file(), key_pem.as_bytes())?;
+    let chain = Pending::write(&certificate.cert_file(), chain_pem.as_bytes())?;
+    key.commit()?;
+    chain.commit()?;
+    sync_dir(&folder)
+}
+
+/// The account's credentials at `file`, if stored.
+pub fn read_account(file: &Path) -> Result<Option<AccountCredentials>, StorageError> {
+    let json = match std::fs::read(file) {
+        Ok(json) => json,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(file)(error)),
+    };
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|error| StorageError::Content { path: file.to_path_buf(), message: error.to_string() })
+}
+
+pub fn write_account(file: &Path, credentials: &AccountCredentials) -> Result<(), StorageError> {
+    let json = serde_json::to_vec_pretty(credentials)
+        .map_err(|error| StorageError::Content { path: file.to_path_buf(), message: error.to_string() })?;
+    if let Some(dir) = file.parent() {
+        create_private_dir(dir)?;
+    }
+    Pending::write(file, &json)?.commit()?;
+    file.parent().map_or(Ok(()), sync_dir)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing one is left as it is (`check`
+/// reports one others can read).
+fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(io_error(dir))
+}
+
+/// A file written and synced under a temporary name, not yet in place.
+struct Pending {
+    temporary: PathBuf,
+    target: PathBuf,
+}
+
+impl Pending {
+    fn write(target: &Path, bytes: &[u8]) -> Result<Pending, StorageError> {
+        let mut name = target.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let temporary = target.with_file_name(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&temporary)
+            .map_err(io_error(&temporary))?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io_error(&temporary))?;
+        Ok(Pending { temporary, target: target.to_path_buf() })
+    }
+
+    fn commit(self) -> Result<(), StorageError> {
+        std::fs::rename(&self.temporary, &self.target).map_err(io_error(&self.target))
+    }
+}
+
+impl Drop for Pending {
+    /// A file never committed is removed (after a commit the name is gone and this does nothing).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Makes the renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir).and_then(|dir| dir.sync_all()).map_err(io_error(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn certificate(storage: &Path) -> AcmeCertificate {
+        AcmeCertificate {
+            id: "a.test-00000000".into(),
+            names: vec!["a.test".into()],
+            directory: "https://ca.test/dir".into(),
+            directory_ca: None,
+            contact: Vec::new(),
+            storage: storage.to_path_buf(),
+            renew_before: Duration::from_secs(86_400),
+            routes: vec!["a".into()],
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_stored_certificate_is_private_complete_and_read_back_with_its_dates() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = certificate(&dir.path().join("acme"));
+        assert!(read_certificate(&certificate).unwrap().is_none(), "nothing stored yet");
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 31);
+        let issued = params.self_signed(&key).unwrap();
+        write_certificate(&certificate, &issued.pem(), &key.serialize_pem()).unwrap();
+
+        let stored = read_certificate(&certificate).unwrap().expect("stored");
+        assert_eq!(stored.leaf.as_ref(), issued.der().as_ref());
+        assert_eq!((stored.not_before, stored.not_after), (1_893_456_000, 1_896_048_000));
+        assert_eq!(mode(&certificate.folder()), 0o700);
+        assert_eq!(mode(&certificate.key_file()), 0o600);
+        assert_eq!(mode(&certificate.cert_file()), 0o600);
+        assert_eq!(std::fs::read_to_string(certificate.key_file()).unwrap(), key.serialize_pem());
+        let leftovers: Vec<_> = std::fs::read_dir(certificate.folder())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_broken_stored_certificate_is_an_error_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = certificate(dir.path());
+        std::fs::create_dir_all(certificate.folder()).unwrap();
+        std::fs::write(certificate.cert_file(), "not a certificate").unwrap();
+        let error = read_certificate(&certificate).unwrap_err().to_string();
+        assert!(error.contains("cert.pem") && error.contains("no PEM certificate"), "{error}");
+    }
+}
