@@ -11,13 +11,19 @@ use hyper::Uri;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use x509_parser::prelude::{FromDer, X509Certificate};
+
 use super::error::{ConfigError, Reporter};
 use super::schema::{RawRoute, RawTls};
 use super::yaml_position::Span;
+use crate::proxy::pem_files;
 
 /// Default `renew_before`: Let's Encrypt's advice for its 90-day certificates (renew with a
 /// third of the lifetime left), leaving weeks of retries before expiry.
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+/// A stored certificate's chain, leaf first, and its key, in the certificate's folder.
+const CERT_FILE: &str = "cert.pem";
+const KEY_FILE: &str = "key.pem";
 /// Permission bits the storage directory must not have: it holds private keys.
 const STORAGE_FORBIDDEN_MODE: u32 = 0o077;
 
@@ -48,12 +54,12 @@ impl AcmeCertificate {
 
     /// The chain as the CA issued it, leaf first.
     pub fn cert_file(&self) -> PathBuf {
-        self.folder().join("cert.pem")
+        self.folder().join(CERT_FILE)
     }
 
     /// Its private key, PKCS#8 PEM (mode 0600).
     pub fn key_file(&self) -> PathBuf {
-        self.folder().join("key.pem")
+        self.folder().join(KEY_FILE)
     }
 
     /// The account at this directory: one per storage and directory, shared by its certificates.
@@ -61,11 +67,40 @@ impl AcmeCertificate {
         self.storage.join(format!("account-{}.json", short_hash(&[self.directory.as_str()])))
     }
 
+    /// The chain and key a load serves: this certificate's own once stored; until then, the
+    /// stored certificate in the same storage that covers most of its names and has not expired
+    /// (a name added to a route keeps the others served while the new certificate is ordered).
+    /// `None` when there is neither: the route refuses handshakes until its first certificate.
+    pub fn served_files(&self, now: i64) -> Option<(PathBuf, PathBuf)> {
+        if self.cert_file().exists() {
+            return Some((self.cert_file(), self.key_file()));
+        }
+        let mut best: Option<(usize, i64, PathBuf)> = None;
+        for entry in std::fs::read_dir(&self.storage).ok()?.flatten() {
+            let folder = entry.path();
+            let Some((names, not_after)) = stored_names(&folder.join(CERT_FILE)) else { continue };
+            let covered = self.names.iter().filter(|name| pem_files::covers(&names, name)).count();
+            let better = best.as_ref().is_none_or(|(most, latest, _)| (covered, not_after) > (*most, *latest));
+            if covered > 0 && not_after > now && folder.join(KEY_FILE).exists() && better {
+                best = Some((covered, not_after, folder));
+            }
+        }
+        best.map(|(_, _, folder)| (folder.join(CERT_FILE), folder.join(KEY_FILE)))
+    }
+
     /// Same certificate, same settings: every field but the routes serving it.
     pub fn same_order(&self, other: &AcmeCertificate) -> bool {
         (&self.id, &self.directory_ca, &self.contact, &self.storage, self.renew_before)
             == (&other.id, &other.directory_ca, &other.contact, &other.storage, other.renew_before)
     }
+}
+
+/// The DNS names and expiry of the leaf in a stored chain.
+fn stored_names(cert_file: &Path) -> Option<(Vec<String>, i64)> {
+    let pem = std::fs::read(cert_file).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+    let (_, parsed) = X509Certificate::from_der(&leaf).ok()?;
+    Some((pem_files::certificate_dns_names(&parsed), parsed.validity().not_after.timestamp()))
 }
 
 /// The first 8 hex digits of SHA-256 over `parts`, each followed by a NUL.
@@ -117,7 +152,8 @@ impl AcmeCertificates {
         }
         let storage = resolve(base_dir, &raw.storage);
         if let Err(message) = check_storage(&storage) {
-            errors.push(report.error(report.at.find_value("storage", &raw.storage.display().to_string(), span), message));
+            errors
+                .push(report.error(report.at.find_value("storage", &raw.storage.display().to_string(), span), message));
         }
         let directory_ca = raw.directory_ca.as_ref().map(|file| resolve(base_dir, file));
         if let (Some(file), Some(written)) = (&directory_ca, &raw.directory_ca) {

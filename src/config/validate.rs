@@ -94,11 +94,14 @@ pub(super) fn validate(
             }
             _ => None,
         };
-        let built = BuildTls { identity: backend.identity, acme: acme.as_ref(), base_dir };
+        let built = BuildTls { identity: backend.identity, acme: acme.as_ref(), base_dir, now };
         let route_tls = build_route_tls(raw_route, built, &mut cache, report, span, &mut found);
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
             let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);
+            // An `acme:` certificate is ordered for exactly the route's names: until a name added
+            // is issued, the stored one serves the others, which is no problem to report.
+            let sni = sni.filter(|_| raw_tls.acme.is_none());
             check_certificates(route_tls, raw_tls, sni, now, report, span, &mut found.certificate);
         }
         let alpn = raw_route.alpn.iter().map(|protocol| protocol.as_bytes().to_vec()).collect();
@@ -291,6 +294,8 @@ struct BuildTls<'a> {
     /// The certificate of an `acme:` block that checked out.
     acme: Option<&'a AcmeCertificate>,
     base_dir: &'a Path,
+    /// Unix seconds, the load's clock.
+    now: i64,
 }
 
 /// The route's TLS state, or `None` with its problems recorded (or for a route without TLS, and
@@ -309,12 +314,9 @@ fn build_route_tls(
     };
     match (raw_route.mode, &raw_route.tls) {
         (Mode::Terminate, Some(raw_tls)) if raw_tls.acme.is_some() => {
-            let acme = built.acme?;
+            let (cert, key) = built.acme?.served_files(built.now)?;
             let mut settings = tls_settings(raw_tls, &raw_route.alpn);
-            (settings.cert, settings.key) = (Some(acme.cert_file()), Some(acme.key_file()));
-            if !acme.cert_file().exists() {
-                return None;
-            }
+            (settings.cert, settings.key) = (Some(cert), Some(key));
             match RouteTls::build(&raw_route.name, &settings, built.identity, built.base_dir, cache) {
                 Ok(built) => Some(built.tls),
                 Err(problems) => {

@@ -111,8 +111,13 @@ pub enum AcmeResult {
 }
 
 impl AcmeResult {
-    pub const ALL: &[AcmeResult] =
-        &[AcmeResult::Issued, AcmeResult::Unreachable, AcmeResult::Refused, AcmeResult::Invalid, AcmeResult::StorageFailed];
+    pub const ALL: &[AcmeResult] = &[
+        AcmeResult::Issued,
+        AcmeResult::Unreachable,
+        AcmeResult::Refused,
+        AcmeResult::Invalid,
+        AcmeResult::StorageFailed,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -501,7 +506,8 @@ impl Metrics {
     /// Stops exporting a certificate no route asks for any more.
     pub fn forget_acme(&self, certificate: &str) {
         for result in AcmeResult::ALL {
-            self.acme_orders.remove(&CertificateResult { certificate: certificate.to_string(), result: result.label() });
+            self.acme_orders
+                .remove(&CertificateResult { certificate: certificate.to_string(), result: result.label() });
         }
         self.acme_next_attempt.remove(&CertificateLabel { certificate: certificate.to_string() });
     }

@@ -171,7 +171,7 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
     let id = certificate.id.as_str();
     let mut failures = 0u32;
     loop {
-        let (wait, next_attempt) = match next_step(&shared, &certificate).await {
+        let (wait, next_attempt) = match next_step(&shared, &certificate, failures == 0).await {
             Next::RenewAt(due) => {
                 let wait = Duration::from_secs(u64::try_from(due - unix_now()).unwrap_or(0));
                 (wait.min(acme_schedule::MAX_SLEEP), due)
@@ -216,12 +216,15 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
 }
 
 /// Looks at the stored certificate: order when it is missing, unreadable or due; else wait.
-async fn next_step(shared: &Shared, certificate: &AcmeCertificate) -> Next {
+/// (`first_try`: a retry does not log the missing certificate again.)
+async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bool) -> Next {
     let id = certificate.id.as_str();
     let stored = match acme_storage::read_certificate(certificate) {
         Ok(Some(stored)) => stored,
         Ok(None) => {
-            tracing::info!(certificate = id, names = ?certificate.names, "no stored certificate; ordering one");
+            if first_try {
+                tracing::info!(certificate = id, names = ?certificate.names, "no stored certificate; ordering one");
+            }
             return Next::Order { replacing: None };
         }
         Err(error) => {
@@ -390,7 +393,9 @@ impl Shared {
         let id = certificate.id.as_str();
         match self.reload.reload().await {
             Ok(_) => tracing::info!(certificate = id, routes = ?certificate.routes, "serving the new ACME certificate"),
-            Err(error) => tracing::error!(certificate = id, %error, "reload for a new ACME certificate failed; the running config stays"),
+            Err(error) => {
+                tracing::error!(certificate = id, %error, "reload for a new ACME certificate failed; the running config stays")
+            }
         }
     }
 }

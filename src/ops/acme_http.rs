@@ -18,9 +18,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::{ClientConfig, RootCertStore};
-use rustls_platform_verifier::BuilderVerifierExt;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use rustls_platform_verifier::BuilderVerifierExt;
 
 use crate::proxy::tls::provider;
 
@@ -108,7 +108,7 @@ impl HttpClient for AcmeHttp {
         Box::pin(async move {
             let response = match tokio::time::timeout(REQUEST_TIMEOUT, response).await {
                 Ok(Ok(response)) => response,
-                Ok(Err(error)) => return Err(instant_acme::Error::Other(Box::new(error))),
+                Ok(Err(error)) => return Err(instant_acme::Error::Other(with_causes(&error).into())),
                 Err(_) => return Err(instant_acme::Error::Str("no answer from the ACME server in time")),
             };
             if !response.status().is_success() {
@@ -120,6 +120,19 @@ impl HttpClient for AcmeHttp {
             Ok(BytesResponse::from(response))
         })
     }
+}
+
+/// The error and its causes, one line: hyper's own message ("client error (Connect)") leaves out
+/// what an operator needs ("Connection refused").
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        line.push_str(": ");
+        line.push_str(&source.to_string());
+        cause = source.source();
+    }
+    line
 }
 
 /// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.

@@ -214,7 +214,17 @@ impl Server {
     /// every remaining connection at once instead of waiting for `drain_timeout`.
     pub async fn run_until(self, shutdown: CancellationToken, end_drain: CancellationToken) -> Result<(), ServerError> {
         let Server {
-            config_path, listen, bound, admin, shared, readiness, reload_rx, mut crls, mut acme, acme_certificates, ..
+            config_path,
+            listen,
+            bound,
+            admin,
+            shared,
+            readiness,
+            reload_rx,
+            mut crls,
+            mut acme,
+            acme_certificates,
+            ..
         } = self;
         let context = shared.context.load_full();
         let admin_stop = CancellationToken::new();

@@ -14,6 +14,7 @@ use tracing::{field, Instrument};
 
 use crate::metrics::close_cause::{CloseCause, HandshakeFailure, MqttRefusal};
 use crate::metrics::{ActiveConnection, Metrics, RouteMetrics};
+use crate::proxy::acme_challenge::TlsAlpnChallenges;
 use crate::proxy::backend::{self, ProxyProtocol};
 use crate::proxy::handshake_gate::HandshakeGate;
 use crate::proxy::hello::{self, Hello, Progress};
@@ -31,7 +32,6 @@ use crate::proxy::route_limits::{LimitRefusal, RouteAdmission, RoutePermit};
 use crate::proxy::routes::RouteTable;
 use crate::proxy::sessions::{Registration, SessionInfo, Sessions};
 use crate::proxy::tls;
-use crate::proxy::acme_challenge::TlsAlpnChallenges;
 use crate::proxy::tls::Session;
 use crate::proxy::websocket::{self, Opened, WsError, WsStream};
 

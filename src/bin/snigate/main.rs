@@ -159,6 +159,7 @@ fn check(path: &Path, warn_certificates: bool) -> ExitCode {
                 eprintln!("warning: {problem}");
             }
             print_cert_dirs(&config);
+            print_acme_certificates(&config);
             println!("{}: ok ({} routes)", path.display(), config.routes.routes().len());
             ExitCode::SUCCESS
         }
@@ -180,6 +181,23 @@ fn print_cert_dirs(config: &config::Config) {
                 if certificate.names().is_empty() { "no DNS names".into() } else { certificate.names().join(", ") };
             println!("route {:?}: {}{default}: {names}", route.name, certificate.file.display());
         }
+    }
+}
+
+/// One line per `acme:` certificate: whether it is stored yet, and which routes serve it.
+fn print_acme_certificates(config: &config::Config) {
+    for certificate in &config.acme_certificates {
+        let state = if certificate.cert_file().exists() {
+            format!("stored in {}", certificate.folder().display())
+        } else {
+            format!("not issued yet: `run` orders it from {}", certificate.directory)
+        };
+        println!(
+            "acme {} ({}) for routes {:?}: {state}",
+            certificate.id,
+            certificate.names.join(", "),
+            certificate.routes
+        );
     }
 }
 
