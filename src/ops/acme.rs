@@ -170,6 +170,21 @@ enum Next {
 async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
     let id = certificate.id.as_str();
     let mut failures = 0u32;
+    if let Some(backoff) = acme_storage::read_backoff(&certificate).filter(|backoff| backoff.retry_at > unix_now()) {
+        failures = backoff.attempts;
+        let wait = Duration::from_secs(u64::try_from(backoff.retry_at - unix_now()).unwrap_or(0));
+        tracing::info!(
+            certificate = id,
+            attempts = failures,
+            retry_in_s = wait.as_secs(),
+            "ACME back-off from before the restart; waiting"
+        );
+        shared.metrics.acme_next_attempt(id, backoff.retry_at);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
     loop {
         let (wait, next_attempt) = match next_step(&shared, &certificate, failures == 0).await {
             Next::RenewAt(due) => {
@@ -185,6 +200,7 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
                 match obtained {
                     Ok(()) => {
                         failures = 0;
+                        acme_storage::clear_backoff(&certificate);
                         shared.metrics.acme_attempt(id, AcmeResult::Issued);
                         shared.reload_for(&certificate).await;
                         continue;
@@ -194,6 +210,11 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
                         shared.metrics.acme_attempt(id, error.result());
                         let retry_after = shared.retry_after(&certificate).await;
                         let wait = acme_schedule::retry_in(error.failure(), failures, retry_after, fastrand::f64());
+                        let backoff =
+                            acme_storage::Backoff { attempts: failures, retry_at: unix_now() + seconds(wait) };
+                        if let Err(error) = acme_storage::write_backoff(&certificate, backoff) {
+                            tracing::warn!(certificate = id, %error, "the back-off cannot be stored; a restart starts it over");
+                        }
                         tracing::warn!(
                             certificate = id,
                             %error,

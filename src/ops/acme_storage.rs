@@ -71,6 +71,37 @@ pub fn write_certificate(certificate: &AcmeCertificate, chain_pem: &str, key_pem
     sync_dir(&folder)
 }
 
+/// The failures in a row of a certificate's orders, kept across restarts so a proxy restarted
+/// in a loop does not start its back-off over (and order again at once) each time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Backoff {
+    pub attempts: u32,
+    /// Unix seconds: no attempt before.
+    pub retry_at: i64,
+}
+
+fn backoff_file(certificate: &AcmeCertificate) -> PathBuf {
+    certificate.folder().join("backoff.json")
+}
+
+/// The stored back-off of `certificate`; none when there is none or it does not parse.
+pub fn read_backoff(certificate: &AcmeCertificate) -> Option<Backoff> {
+    serde_json::from_slice(&std::fs::read(backoff_file(certificate)).ok()?).ok()
+}
+
+pub fn write_backoff(certificate: &AcmeCertificate, backoff: Backoff) -> Result<(), StorageError> {
+    let file = backoff_file(certificate);
+    let json = serde_json::to_vec(&backoff)
+        .map_err(|error| StorageError::Content { path: file.clone(), message: error.to_string() })?;
+    create_private_dir(&certificate.folder())?;
+    Pending::write(&file, &json)?.commit()
+}
+
+/// Forgets the back-off once an order succeeded.
+pub fn clear_backoff(certificate: &AcmeCertificate) {
+    let _ = std::fs::remove_file(backoff_file(certificate));
+}
+
 /// The account's credentials at `file`, if stored.
 pub fn read_account(file: &Path) -> Result<Option<AccountCredentials>, StorageError> {
     let json = match std::fs::read(file) {
@@ -188,6 +219,18 @@ mod tests {
             .filter(|name| name.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_back_off_is_kept_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = certificate(dir.path());
+        assert_eq!(read_backoff(&certificate), None);
+        let backoff = Backoff { attempts: 3, retry_at: 1_900_000_000 };
+        write_backoff(&certificate, backoff).unwrap();
+        assert_eq!(read_backoff(&certificate), Some(backoff));
+        clear_backoff(&certificate);
+        assert_eq!(read_backoff(&certificate), None);
     }
 
     #[test]
