@@ -168,71 +168,97 @@ enum Next {
 
 /// Keeps `certificate` issued and fresh until `stop`.
 async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
-    let id = certificate.id.as_str();
-    let mut failures = 0u32;
-    if let Some(backoff) = acme_storage::read_backoff(&certificate).filter(|backoff| backoff.retry_at > unix_now()) {
-        failures = backoff.attempts;
-        let wait = Duration::from_secs(u64::try_from(backoff.retry_at - unix_now()).unwrap_or(0));
-        tracing::info!(
-            certificate = id,
-            attempts = failures,
-            retry_in_s = wait.as_secs(),
-            "ACME back-off from before the restart; waiting"
-        );
-        shared.metrics.acme_next_attempt(id, backoff.retry_at);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+    let mut task = CertificateTask { shared, certificate, failures: 0 };
+    if let Some(retry_at) = task.resume_backoff() {
+        if !sleep_until(retry_at, &stop).await {
+            return;
         }
     }
     loop {
-        let (wait, next_attempt) = match next_step(&shared, &certificate, failures == 0).await {
-            Next::RenewAt(due) => {
-                let wait = Duration::from_secs(u64::try_from(due - unix_now()).unwrap_or(0));
-                (wait.min(acme_schedule::MAX_SLEEP), due)
-            }
+        let next_attempt = match next_step(&task.shared, &task.certificate, task.failures == 0).await {
+            Next::RenewAt(due) => due,
             Next::Order { replacing } => {
-                let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, obtain(&shared, &certificate, replacing.as_ref()));
+                let attempt = obtain(&task.shared, &task.certificate, replacing.as_ref());
                 let obtained = tokio::select! {
                     () = stop.cancelled() => return,
-                    obtained = attempt => obtained.unwrap_or(Err(AcmeError::Timeout)),
+                    obtained = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt) => obtained.unwrap_or(Err(AcmeError::Timeout)),
                 };
                 match obtained {
                     Ok(()) => {
-                        failures = 0;
-                        acme_storage::clear_backoff(&certificate);
-                        shared.metrics.acme_attempt(id, AcmeResult::Issued);
-                        shared.reload_for(&certificate).await;
+                        task.issued().await;
                         continue;
                     }
-                    Err(error) => {
-                        failures = failures.saturating_add(1);
-                        shared.metrics.acme_attempt(id, error.result());
-                        let retry_after = shared.retry_after(&certificate).await;
-                        let wait = acme_schedule::retry_in(error.failure(), failures, retry_after, fastrand::f64());
-                        let backoff =
-                            acme_storage::Backoff { attempts: failures, retry_at: unix_now() + seconds(wait) };
-                        if let Err(error) = acme_storage::write_backoff(&certificate, backoff) {
-                            tracing::warn!(certificate = id, %error, "the back-off cannot be stored; a restart starts it over");
-                        }
-                        tracing::warn!(
-                            certificate = id,
-                            %error,
-                            result = error.result().label(),
-                            attempts = failures,
-                            retry_in_s = wait.as_secs(),
-                            "ACME attempt failed; retrying"
-                        );
-                        (wait, unix_now().saturating_add(seconds(wait)))
-                    }
+                    Err(error) => task.failed(&error).await,
                 }
             }
         };
-        shared.metrics.acme_next_attempt(id, next_attempt);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+        task.shared.metrics.acme_next_attempt(&task.certificate.id, next_attempt);
+        if !sleep_until(next_attempt, &stop).await {
+            return;
         }
+    }
+}
+
+/// Sleeps until Unix time `at`, at most [`acme_schedule::MAX_SLEEP`]; false when stopped.
+async fn sleep_until(at: i64, stop: &CancellationToken) -> bool {
+    let wait = Duration::from_secs(u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0));
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait.min(acme_schedule::MAX_SLEEP)) => true,
+    }
+}
+
+/// One certificate's task and its failures in a row.
+struct CertificateTask {
+    shared: Arc<Shared>,
+    certificate: AcmeCertificate,
+    failures: u32,
+}
+
+impl CertificateTask {
+    /// The back-off a previous run of the proxy left, if it has not run out: when to try again.
+    fn resume_backoff(&mut self) -> Option<i64> {
+        let backoff = acme_storage::read_backoff(&self.certificate).filter(|b| b.retry_at > unix_now())?;
+        self.failures = backoff.attempts;
+        tracing::info!(
+            certificate = %self.certificate.id,
+            attempts = backoff.attempts,
+            retry_in_s = backoff.retry_at - unix_now(),
+            "ACME back-off from before the restart; waiting"
+        );
+        self.shared.metrics.acme_next_attempt(&self.certificate.id, backoff.retry_at);
+        Some(backoff.retry_at)
+    }
+
+    /// Counts the issued certificate and has the proxy serve it.
+    async fn issued(&mut self) {
+        self.failures = 0;
+        acme_storage::clear_backoff(&self.certificate);
+        self.shared.metrics.acme_attempt(&self.certificate.id, AcmeResult::Issued);
+        self.shared.reload_for(&self.certificate).await;
+    }
+
+    /// Counts, logs and stores a failure; returns when to try again (Unix seconds).
+    async fn failed(&mut self, error: &AcmeError) -> i64 {
+        let id = self.certificate.id.as_str();
+        self.failures = self.failures.saturating_add(1);
+        self.shared.metrics.acme_attempt(id, error.result());
+        let retry_after = self.shared.retry_after(&self.certificate).await;
+        let wait = acme_schedule::retry_in(error.failure(), self.failures, retry_after, fastrand::f64());
+        let retry_at = unix_now().saturating_add(seconds(wait));
+        let backoff = acme_storage::Backoff { attempts: self.failures, retry_at };
+        if let Err(error) = acme_storage::write_backoff(&self.certificate, backoff) {
+            tracing::warn!(certificate = id, %error, "the back-off cannot be stored; a restart starts it over");
+        }
+        tracing::warn!(
+            certificate = id,
+            %error,
+            result = error.result().label(),
+            attempts = self.failures,
+            retry_in_s = wait.as_secs(),
+            "ACME attempt failed; retrying"
+        );
+        retry_at
     }
 }
 
