@@ -169,14 +169,17 @@ enum Next {
 /// Keeps `certificate` issued and fresh until `stop`.
 async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
     let mut task = CertificateTask { shared, certificate, failures: 0 };
-    if let Some(retry_at) = task.resume_backoff() {
-        if !sleep_until(retry_at, &stop).await {
+    if let Some(wait) = task.resume_backoff() {
+        if !sleep(wait, &stop).await {
             return;
         }
     }
     loop {
-        let next_attempt = match next_step(&task.shared, &task.certificate, task.failures == 0).await {
-            Next::RenewAt(due) => due,
+        let wait = match next_step(&task.shared, &task.certificate, task.failures == 0).await {
+            Next::RenewAt(due) => {
+                task.shared.metrics.acme_next_attempt(&task.certificate.id, due);
+                Duration::from_secs(u64::try_from(due.saturating_sub(unix_now())).unwrap_or(0))
+            }
             Next::Order { replacing } => {
                 let attempt = obtain(&task.shared, &task.certificate, replacing.as_ref());
                 let obtained = tokio::select! {
@@ -192,16 +195,14 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
                 }
             }
         };
-        task.shared.metrics.acme_next_attempt(&task.certificate.id, next_attempt);
-        if !sleep_until(next_attempt, &stop).await {
+        if !sleep(wait, &stop).await {
             return;
         }
     }
 }
 
-/// Sleeps until Unix time `at`, at most [`acme_schedule::MAX_SLEEP`]; false when stopped.
-async fn sleep_until(at: i64, stop: &CancellationToken) -> bool {
-    let wait = Duration::from_secs(u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0));
+/// Sleeps `wait`, at most [`acme_schedule::MAX_SLEEP`]; false when stopped.
+async fn sleep(wait: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         () = stop.cancelled() => false,
         () = tokio::time::sleep(wait.min(acme_schedule::MAX_SLEEP)) => true,
@@ -216,8 +217,8 @@ struct CertificateTask {
 }
 
 impl CertificateTask {
-    /// The back-off a previous run of the proxy left, if it has not run out: when to try again.
-    fn resume_backoff(&mut self) -> Option<i64> {
+    /// The back-off a previous run of the proxy left, if it has not run out: how long to wait.
+    fn resume_backoff(&mut self) -> Option<Duration> {
         let backoff = acme_storage::read_backoff(&self.certificate).filter(|b| b.retry_at > unix_now())?;
         self.failures = backoff.attempts;
         tracing::info!(
@@ -227,7 +228,7 @@ impl CertificateTask {
             "ACME back-off from before the restart; waiting"
         );
         self.shared.metrics.acme_next_attempt(&self.certificate.id, backoff.retry_at);
-        Some(backoff.retry_at)
+        Some(Duration::from_secs(u64::try_from(backoff.retry_at - unix_now()).unwrap_or(0)))
     }
 
     /// Counts the issued certificate and has the proxy serve it.
@@ -238,14 +239,16 @@ impl CertificateTask {
         self.shared.reload_for(&self.certificate).await;
     }
 
-    /// Counts, logs and stores a failure; returns when to try again (Unix seconds).
-    async fn failed(&mut self, error: &AcmeError) -> i64 {
+    /// Counts, logs and stores a failure; returns how long to wait before the next attempt.
+    async fn failed(&mut self, error: &AcmeError) -> Duration {
         let id = self.certificate.id.as_str();
         self.failures = self.failures.saturating_add(1);
         self.shared.metrics.acme_attempt(id, error.result());
         let retry_after = self.shared.retry_after(&self.certificate).await;
         let wait = acme_schedule::retry_in(error.failure(), self.failures, retry_after, fastrand::f64());
-        let retry_at = unix_now().saturating_add(seconds(wait));
+        // Rounded up: the gauge and the stored back-off never say earlier than the wait.
+        let retry_at = unix_now().saturating_add(seconds(wait.saturating_add(Duration::from_millis(999))));
+        self.shared.metrics.acme_next_attempt(id, retry_at);
         let backoff = acme_storage::Backoff { attempts: self.failures, retry_at };
         if let Err(error) = acme_storage::write_backoff(&self.certificate, backoff) {
             tracing::warn!(certificate = id, %error, "the back-off cannot be stored; a restart starts it over");
@@ -255,10 +258,10 @@ impl CertificateTask {
             %error,
             result = error.result().label(),
             attempts = self.failures,
-            retry_in_s = wait.as_secs(),
+            retry_in_s = (wait.as_secs_f64() * 10.0).round() / 10.0,
             "ACME attempt failed; retrying"
         );
-        retry_at
+        wait
     }
 }
 
