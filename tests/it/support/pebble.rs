@@ -137,6 +137,13 @@ impl Pebble {
         read_log(&self.pki)
     }
 
+    /// How many requests the ACME API has logged so far: pebble writes one `METHOD PATH -> calling
+    /// handler()` line for each (directory, nonce, account, order, authorization, challenge,
+    /// finalize, certificate), so an unchanged count means nobody asked the CA anything.
+    pub fn requests(&self) -> usize {
+        self.log().matches("-> calling handler()").count()
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -262,18 +269,16 @@ impl AcmeBlock {
 pub const ACME_LIMITS: &str =
     "limits: { hello_timeout: 3s, max_hello_bytes: 16384, max_connections: 1000, max_handshakes: 64, idle_timeout: 5m, handshake_timeout: 3s, drain_timeout: 1s }";
 
-/// A whole snigate config: `listen` on `listen`, `admin:` on `admin`, `default: reject`, and one
-/// terminate route `web` for `names` with the `acme` block, relaying to `backend` without a PROXY
-/// header.
-pub fn acme_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    names: &[&str],
-    acme: &AcmeBlock,
-    backend: SocketAddr,
-) -> String {
-    let route = acme.on(RouteYaml::new("web", "terminate").sni(names)).proxy("none").server(backend);
-    let routes = config_with_limits(&[&listen.to_string()], "reject", ACME_LIMITS, &[route]);
+/// A terminate route `name` for `names` with the `acme` block, relaying to `backend` without a
+/// PROXY header.
+pub fn acme_route(name: &str, names: &[&str], acme: &AcmeBlock, backend: SocketAddr) -> RouteYaml {
+    acme.on(RouteYaml::new(name, "terminate").sni(names)).proxy("none").server(backend)
+}
+
+/// A whole snigate config: `listen` on `listen`, `admin:` on `admin`, `default: reject`,
+/// [`ACME_LIMITS`] and `routes`.
+pub fn acme_config(listen: SocketAddr, admin: SocketAddr, routes: &[RouteYaml]) -> String {
+    let routes = config_with_limits(&[&listen.to_string()], "reject", ACME_LIMITS, routes);
     format!("admin: {}\n{routes}", q(admin.to_string()))
 }
 
