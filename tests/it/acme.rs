@@ -301,7 +301,7 @@ async fn issue(site: &AcmeSite, deployment: &mut Deployment) -> (ChildProxy, Ser
     (child, served, client)
 }
 
-/// The regular files and directories in `dir` whose names start with `prefix`.
+/// The entries of `dir` whose names start with `prefix`, sorted.
 fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
@@ -403,7 +403,7 @@ async fn a_restart_reuses_the_stored_certificate_without_a_new_order() {
     let Some(site) = AcmeSite::start(None).await else { return };
     let mut deployment = Deployment::on(&site, site.acme(STORAGE)).await;
     let (mut child, before, client) = issue(&site, &mut deployment).await;
-    drop(before);
+    let before = before.leaf().clone();
     child.signal("TERM");
     let status = child.wait_exit(WAIT).await;
     assert!(status.success(), "exit after SIGTERM: {status}\n{}", child.log_text());
@@ -411,11 +411,7 @@ async fn a_restart_reuses_the_stored_certificate_without_a_new_order() {
 
     let child = deployment.start().await;
     let (mut after, _) = first_certificate(&deployment, &client, &child, WAIT).await;
-    let issued_leaf = {
-        let stored = std::fs::read(certificate_dir(&deployment.storage()).join("cert.pem")).unwrap();
-        CertificateDer::pem_slice_iter(&stored).next().unwrap().unwrap()
-    };
-    assert_eq!(*after.leaf(), issued_leaf, "the stored leaf is served after the restart");
+    assert_eq!(*after.leaf(), before, "the leaf served before the restart, byte for byte");
     echo(&mut after.stream, b"after the restart").await.expect("relayed");
     wait_for_log(&child, "stored certificate is valid").await;
 
@@ -450,7 +446,7 @@ async fn a_short_renewal_window_renews_while_a_live_session_keeps_relaying() {
     assert!((29..=30).contains(&(not_after - not_before)), "pebble's short validity: {not_before} → {not_after}");
 
     let deadline = Instant::now() + ISSUANCE_WAIT;
-    let renewed = loop {
+    let mut renewed = loop {
         match handshake(deployment.listen, &client).await {
             Ok(served) if served.leaf() != live.leaf() => break served,
             outcome => {
@@ -476,7 +472,6 @@ async fn a_short_renewal_window_renews_while_a_live_session_keeps_relaying() {
     echo(&mut live.stream, b"still relaying on the first certificate")
         .await
         .expect("the live session survives the renewal");
-    let mut renewed = renewed;
     echo(&mut renewed.stream, b"on the renewed certificate").await.expect("relayed");
 }
 
@@ -532,7 +527,7 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
         }
     })
     .await;
-    assert!(next <= 4.0 + 1.0, "after the second failure the retry is 4 s away: {next} s");
+    assert!((3.0..=5.0).contains(&next), "after the second failure the retry is 4 s away: {next} s");
     tokio::time::sleep(Duration::from_millis(1500).saturating_sub(at_second.elapsed())).await;
     assert_eq!(orders(admin, "unreachable").await, 2.0, "no retry sooner than the back-off");
     wait_for_log(&child, "ACME attempt failed; retrying").await;
