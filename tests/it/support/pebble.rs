@@ -137,11 +137,19 @@ impl Pebble {
         read_log(&self.pki)
     }
 
-    /// How many requests the ACME API has logged so far: pebble writes one `METHOD PATH -> calling
-    /// handler()` line for each (directory, nonce, account, order, authorization, challenge,
-    /// finalize, certificate), so an unchanged count means nobody asked the CA anything.
-    pub fn requests(&self) -> usize {
-        self.log().matches("-> calling handler()").count()
+    /// The requests the ACME API has logged so far, `METHOD PATH` each: pebble writes one
+    /// `METHOD PATH -> calling handler()` line for every request (directory, nonce, account,
+    /// order, authorization, challenge, finalize, certificate).
+    pub fn requests(&self) -> Vec<String> {
+        let log = self.log();
+        log.lines()
+            .filter_map(|line| line.split_once(" -> calling handler()"))
+            .map(|(head, _)| {
+                // `Pebble 2026/12/01 18:17:01 POST /order-plz`: the last two words.
+                let words: Vec<&str> = head.split_whitespace().collect();
+                words[words.len().saturating_sub(2)..].join(" ")
+            })
+            .collect()
     }
 
     async fn wait_ready(&mut self) {
