@@ -21,8 +21,11 @@
 //! - Environment: `PEBBLE_VA_NOSLEEP=1` (no random 0–15 s sleep before each validation),
 //!   `PEBBLE_WFE_NONCEREJECT=0` (by default 5 % of good nonces are refused as `badNonce`, which
 //!   makes a test flaky rather than wrong). `PEBBLE_VA_ALWAYS_VALID` is removed from the
-//!   environment: challenges are really validated. `PEBBLE_AUTHZREUSE` (default 50 %) and the
-//!   default certificate validity (5 years) are left alone.
+//!   environment: challenges are really validated. `PEBBLE_AUTHZREUSE` (default 50 %) is left
+//!   alone.
+//! - Issued certificates are valid 5 years unless the config's `certificateValidityPeriod`
+//!   (seconds, under `"pebble"`) says otherwise ([`Pebble::start_with_validity`]); pebble signs
+//!   them with an intermediate (`/intermediates/0`) under the root, and serves leaf + intermediate.
 //! - The flag `-strict` is left at its default (false in 2.4.0).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -36,7 +39,7 @@ use tokio::net::TcpStream;
 
 use super::ops::{parse_http, HttpResponse};
 use super::tls::simple_client;
-use super::{Ca, Pki, WAIT};
+use super::{config_with_limits, q, Ca, Pki, RouteYaml, WAIT};
 
 const PEBBLE: &str = "pebble";
 const CHALLTESTSRV: &str = "pebble-challtestsrv";
@@ -64,6 +67,12 @@ impl Pebble {
     /// waits (bounded by [`WAIT`]) until the directory answers. `None`, with the reason printed,
     /// when pebble is not installed.
     pub async fn start(tls_port: u16) -> Option<Pebble> {
+        Pebble::start_with_validity(tls_port, None).await
+    }
+
+    /// [`Pebble::start`], the certificates it issues valid for `validity` (whole seconds, at
+    /// least 1) instead of pebble's default of 5 years.
+    pub async fn start_with_validity(tls_port: u16, validity: Option<Duration>) -> Option<Pebble> {
         if !installed(PEBBLE) || !installed(CHALLTESTSRV) {
             eprintln!("{PEBBLE} / {CHALLTESTSRV} not installed (apt-get install pebble): skipping");
             return None;
@@ -76,7 +85,7 @@ impl Pebble {
         let dns = free_dns_port();
         let challtestsrv_management = free_tcp_port();
         let ports = Ports { acme, management, http: free_tcp_port().port(), tls: tls_port };
-        let config = config_json(&ports, &listener_cert.cert_path, &listener_cert.key_path);
+        let config = config_json(&ports, &listener_cert.cert_path, &listener_cert.key_path, validity);
         let config_path = pki.write("pebble-config.json", &config);
         let challtestsrv = Command::new(CHALLTESTSRV)
             .args(["-dns01", &dns.to_string(), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -126,6 +135,21 @@ impl Pebble {
     /// pebble's log so far (for a failing test's message).
     pub fn log(&self) -> String {
         read_log(&self.pki)
+    }
+
+    /// The requests the ACME API has logged so far, `METHOD PATH` each: pebble writes one
+    /// `METHOD PATH -> calling handler()` line for every request (directory, nonce, account,
+    /// order, authorization, challenge, finalize, certificate).
+    pub fn requests(&self) -> Vec<String> {
+        let log = self.log();
+        log.lines()
+            .filter_map(|line| line.split_once(" -> calling handler()"))
+            .map(|(head, _)| {
+                // `Pebble 2026/12/01 18:17:01 POST /order-plz`: the last two words.
+                let words: Vec<&str> = head.split_whitespace().collect();
+                words[words.len().saturating_sub(2)..].join(" ")
+            })
+            .collect()
     }
 
     async fn wait_ready(&mut self) {
@@ -180,6 +204,92 @@ impl Drop for Pebble {
     }
 }
 
+/// snigate's listener address and a pebble whose validation authority connects to it.
+///
+/// TLS-ALPN-01 is validated on the port pebble is configured with (`tlsPort`), on the address the
+/// identifier resolves to (127.0.0.1, through challtestsrv), so the order matters: the listener's
+/// port is picked first (free on loopback), pebble is started with it, and snigate's config must
+/// then `listen` on exactly [`AcmeSite::listen`] ([`acme_config`] does).
+pub struct AcmeSite {
+    pub pebble: Pebble,
+    /// Where snigate listens (free when chosen; snigate binds it).
+    pub listen: SocketAddr,
+}
+
+impl AcmeSite {
+    /// `None` (with the reason printed) when pebble is not installed: the caller skips.
+    pub async fn start(validity: Option<Duration>) -> Option<AcmeSite> {
+        let listen = free_tcp_port();
+        let pebble = Pebble::start_with_validity(listen.port(), validity).await?;
+        Some(AcmeSite { pebble, listen })
+    }
+
+    /// The `acme:` block of a route ordering from this pebble, storing under `storage`.
+    pub fn acme(&self, storage: &str) -> AcmeBlock {
+        AcmeBlock::new(&self.pebble.directory, &self.pebble.directory_ca, storage)
+    }
+}
+
+/// A route's `tls.acme:` block (written in block style, one key a line, so that a `check` error
+/// can be placed on its line).
+#[derive(Debug, Clone)]
+pub struct AcmeBlock {
+    directory: String,
+    directory_ca: PathBuf,
+    storage: String,
+    renew_before: Option<String>,
+}
+
+impl AcmeBlock {
+    /// `storage` as written in the config (a relative one is relative to the config's directory).
+    pub fn new(directory: &str, directory_ca: &Path, storage: &str) -> AcmeBlock {
+        AcmeBlock {
+            directory: directory.to_string(),
+            directory_ca: directory_ca.to_path_buf(),
+            storage: storage.to_string(),
+            renew_before: None,
+        }
+    }
+
+    /// `renew_before:` (a duration as the config writes it, e.g. `25s`).
+    pub fn renew_before(mut self, duration: &str) -> AcmeBlock {
+        self.renew_before = Some(duration.to_string());
+        self
+    }
+
+    /// `route` with this block under its `tls:`.
+    pub fn on(&self, route: RouteYaml) -> RouteYaml {
+        let directory_ca = self.directory_ca.to_str().expect("UTF-8 temp path");
+        let mut route = route
+            .tls("acme:")
+            .tls(format!("  directory: {}", q(&self.directory)))
+            .tls(format!("  directory_ca: {}", q(directory_ca)))
+            .tls(format!("  storage: {}", q(&self.storage)));
+        if let Some(duration) = &self.renew_before {
+            route = route.tls(format!("  renew_before: {duration}"));
+        }
+        route
+    }
+}
+
+/// The `limits:` of the ACME configs: [`super::TEST_LIMITS`] with an idle timeout longer than any
+/// wait for an issuance or a renewal, so a session kept open across one is not closed for idling.
+pub const ACME_LIMITS: &str =
+    "limits: { hello_timeout: 3s, max_hello_bytes: 16384, max_connections: 1000, max_handshakes: 64, idle_timeout: 5m, handshake_timeout: 3s, drain_timeout: 1s }";
+
+/// A terminate route `name` for `names` with the `acme` block, relaying to `backend` without a
+/// PROXY header.
+pub fn acme_route(name: &str, names: &[&str], acme: &AcmeBlock, backend: SocketAddr) -> RouteYaml {
+    acme.on(RouteYaml::new(name, "terminate").sni(names)).proxy("none").server(backend)
+}
+
+/// A whole snigate config: `listen` on `listen`, `admin:` on `admin`, `default: reject`,
+/// [`ACME_LIMITS`] and `routes`.
+pub fn acme_config(listen: SocketAddr, admin: SocketAddr, routes: &[RouteYaml]) -> String {
+    let routes = config_with_limits(&[&listen.to_string()], "reject", ACME_LIMITS, routes);
+    format!("admin: {}\n{routes}", q(admin.to_string()))
+}
+
 fn read_log(pki: &Pki) -> String {
     std::fs::read_to_string(pki.path().join("pebble.log")).unwrap_or_default()
 }
@@ -201,18 +311,26 @@ struct Ports {
 }
 
 /// The config JSON (written by hand: the tests have no JSON crate, and every value is plain).
-fn config_json(ports: &Ports, cert: &Path, key: &Path) -> String {
+fn config_json(ports: &Ports, cert: &Path, key: &Path, validity: Option<Duration>) -> String {
     let path = |p: &Path| p.to_str().expect("UTF-8 temp path").replace('\\', "\\\\").replace('"', "\\\"");
+    let validity = match validity {
+        Some(validity) => {
+            assert!(validity.as_secs() >= 1, "a validity of whole seconds: {validity:?}");
+            format!(", \"certificateValidityPeriod\": {}", validity.as_secs())
+        }
+        None => String::new(),
+    };
     format!(
         r#"{{"pebble": {{"listenAddress": "{}", "managementListenAddress": "{}",
  "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {},
- "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+ "ocspResponderURL": "", "externalAccountBindingRequired": false{}}}}}"#,
         ports.acme,
         ports.management,
         path(cert),
         path(key),
         ports.http,
         ports.tls,
+        validity,
     )
 }
 
