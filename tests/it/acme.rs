@@ -17,6 +17,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::support::hello::raw_client_hello;
 use crate::support::ops::*;
 use crate::support::pebble::{acme_config, acme_route, AcmeBlock, AcmeSite, Pebble};
 use crate::support::tls::{expect_refused, provider, simple_client, tls_connect};
@@ -761,4 +762,43 @@ mod alpn_responder {
             self.task.abort();
         }
     }
+}
+
+/// Only a validation is answered with a challenge certificate; every other connection is
+/// routed as before. Once the certificate is issued (no challenge pending), a hello offering
+/// exactly `acme-tls/1` for the acme name goes to its terminate route and gets the issued
+/// certificate; the same hello for a passthrough route's name on the same listener reaches that
+/// route's backend byte for byte; and no connection but pebble's was answered as a challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_pending_validation_is_answered_and_every_other_connection_is_routed() {
+    let Some(site) = AcmeSite::start(None).await else { return };
+    let mut passthrough = TestBackend::start(BackendOpts::plain(ProxyExpect::None).capture_hello()).await;
+    let pass_addr = passthrough.addr;
+    let acme = site.acme(STORAGE);
+    let mut deployment = Deployment::new(site.listen, |backend| {
+        let pass = RouteYaml::new("pass", "passthrough").sni(&["p.test"]).proxy("none").server(pass_addr);
+        vec![acme_route("web", &[NAME], &acme, backend), pass]
+    })
+    .await;
+    let (child, issued, _) = issue(&site, &mut deployment).await;
+    wait_for_log(&child, "\"cause\":\"acme_challenge\"").await;
+    let answered = metric(&scrape(deployment.admin).await, "snigate_acme_challenge_handshakes_total", &[]);
+    assert!(answered.unwrap_or(0.0) >= 1.0, "pebble's validations are counted: {answered:?}");
+
+    let root = CertificateDer::from_pem_slice(site.pebble.root_pem().await.as_bytes()).unwrap();
+    let acme_alpn =
+        ClientOpts { roots: vec![root], alpn: vec![b"acme-tls/1".to_vec()], no_resumption: true, ..Default::default() };
+    let (mut routed, _) = tls_connect(deployment.listen, client_config(acme_alpn), NAME).await.expect("routed to web");
+    let leaf = routed.get_ref().1.peer_certificates().and_then(|chain| chain.first().cloned());
+    assert_eq!(leaf.as_ref(), Some(issued.leaf()), "the issued certificate, not a challenge certificate");
+    echo(&mut routed, b"an acme-tls/1 hello after the validation").await.expect("relayed by the terminate route");
+
+    let hello = raw_client_hello(Some(b"p.test"), &[b"acme-tls/1"]);
+    let mut tcp = TcpStream::connect(deployment.listen).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &hello).await.unwrap();
+    let accepted = passthrough.accepted().await;
+    assert_eq!(accepted.hello(), hello.as_slice(), "passed through to the passthrough route's backend");
+
+    let answered_after = metric(&scrape(deployment.admin).await, "snigate_acme_challenge_handshakes_total", &[]);
+    assert_eq!(answered_after, answered, "no connection of this test was answered as a challenge");
 }
