@@ -278,7 +278,8 @@ async fn admit<'r>(
         span.record("sni", name.as_str());
     }
     if let Some(config) = context.acme_challenges.config_for(hello.server_name.as_deref(), &hello.alpn) {
-        return Err(answer_acme_challenge(stream, received.bytes, config, limits.handshake_timeout).await);
+        // Boxed: a validation is rare, and its handshake would otherwise grow every admission.
+        return Err(Box::pin(answer_acme_challenge(stream, received.bytes, config, limits.handshake_timeout)).await);
     }
     let Some(route) = routes.resolve_with_alpn(hello.server_name.as_deref(), &hello.alpn) else {
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
