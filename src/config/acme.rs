@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use hyper::Uri;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -24,6 +25,8 @@ pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// A stored certificate's chain, leaf first, and its key, in the certificate's folder.
 const CERT_FILE: &str = "cert.pem";
 const KEY_FILE: &str = "key.pem";
+/// The shortest EAB HMAC key accepted: 128 bits (CAs hand out 256).
+const MIN_HMAC_KEY_BYTES: usize = 16;
 /// Permission bits the storage directory must not have: it holds private keys.
 const STORAGE_FORBIDDEN_MODE: u32 = 0o077;
 
@@ -42,6 +45,8 @@ pub struct AcmeCertificate {
     /// Resolved against the config file's directory.
     pub storage: PathBuf,
     pub renew_before: Duration,
+    /// The External Account Binding for creating the account, if the CA requires one.
+    pub eab: Option<Eab>,
     /// The routes serving it, in file order.
     pub routes: Vec<String>,
 }
@@ -90,8 +95,8 @@ impl AcmeCertificate {
 
     /// Same certificate, same settings: every field but the routes serving it.
     pub fn same_order(&self, other: &AcmeCertificate) -> bool {
-        (&self.id, &self.directory_ca, &self.contact, &self.storage, self.renew_before)
-            == (&other.id, &other.directory_ca, &other.contact, &other.storage, other.renew_before)
+        (&self.id, &self.directory_ca, &self.contact, &self.storage, self.renew_before, &self.eab)
+            == (&other.id, &other.directory_ca, &other.contact, &other.storage, other.renew_before, &other.eab)
     }
 }
 
@@ -101,6 +106,34 @@ fn stored_names(cert_file: &Path) -> Option<(Vec<String>, i64)> {
     let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     let (_, parsed) = X509Certificate::from_der(&leaf).ok()?;
     Some((pem_files::certificate_dns_names(&parsed), parsed.validity().not_after.timestamp()))
+}
+
+/// `tls.acme.eab`: the key id, and the file of the HMAC key (read when the account is created,
+/// so the key is not held in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eab {
+    pub key_id: String,
+    /// Resolved against the config file's directory.
+    pub hmac_key_file: PathBuf,
+}
+
+impl Eab {
+    /// The HMAC key: the file's base64url text (padding and surrounding whitespace allowed).
+    pub fn hmac_key(&self) -> Result<Vec<u8>, String> {
+        let text = std::fs::read_to_string(&self.hmac_key_file)
+            .map_err(|error| format!("`hmac_key_file` {}: {error}", self.hmac_key_file.display()))?;
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim().trim_end_matches('='))
+            .map_err(|error| format!("`hmac_key_file` {} is not base64url: {error}", self.hmac_key_file.display()))?;
+        if key.len() < MIN_HMAC_KEY_BYTES {
+            return Err(format!(
+                "`hmac_key_file` {} holds {} bytes; an EAB HMAC key has at least {MIN_HMAC_KEY_BYTES}",
+                self.hmac_key_file.display(),
+                key.len()
+            ));
+        }
+        Ok(key)
+    }
 }
 
 /// The first 8 hex digits of SHA-256 over `parts`, each followed by a NUL.
@@ -162,6 +195,25 @@ impl AcmeCertificates {
                 errors.push(report.error(position, message));
             }
         }
+        let eab = raw.eab.as_ref().map(|raw_eab| Eab {
+            key_id: raw_eab.key_id.clone(),
+            hmac_key_file: resolve(base_dir, &raw_eab.hmac_key_file),
+        });
+        if let (Some(eab), Some(raw_eab)) = (&eab, &raw.eab) {
+            let file_at = report.at.find_value("hmac_key_file", &raw_eab.hmac_key_file.display().to_string(), span);
+            if eab.key_id.trim().is_empty() {
+                errors.push(
+                    report.error(
+                        report.at.find_key("key_id", span).unwrap_or(file_at),
+                        "`key_id` must not be empty".into(),
+                    ),
+                );
+            }
+            match eab.hmac_key() {
+                Ok(_) => super::ticket_key_file::warn_if_others_can_read(&eab.hmac_key_file, "the EAB HMAC key file"),
+                Err(message) => errors.push(report.error(file_at, message)),
+            }
+        }
         if errors.len() > before {
             return None;
         }
@@ -175,6 +227,7 @@ impl AcmeCertificates {
             contact: raw.contact.clone(),
             storage,
             renew_before,
+            eab,
             routes: vec![raw_route.name.clone()],
         };
         self.share(certificate, report, acme_at, errors)
@@ -299,6 +352,22 @@ mod tests {
         assert_eq!(id("https://ca/dir", &["a.test"]).len(), 8);
         assert_ne!(id("https://ca/dir", &["a.test"]), id("https://other/dir", &["a.test"]));
         assert_ne!(id("https://ca/dir", &["a.test", "b.test"]), id("https://ca/dir", &["a.testb.test"]));
+    }
+
+    #[test]
+    fn an_eab_key_is_base64url_of_at_least_16_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let eab = |text: &str| {
+            let file = dir.path().join("eab.key");
+            std::fs::write(&file, text).unwrap();
+            Eab { key_id: "kid-1".into(), hmac_key_file: file }.hmac_key()
+        };
+        assert_eq!(eab("AAECAwQFBgcICQoLDA0ODw\n").unwrap(), (0u8..16).collect::<Vec<_>>(), "unpadded, a newline");
+        assert_eq!(eab("AAECAwQFBgcICQoLDA0ODw==").unwrap().len(), 16, "padded");
+        assert!(eab("not base64!").unwrap_err().contains("not base64url"));
+        assert!(eab("AAECAw").unwrap_err().contains("at least 16"));
+        let missing = Eab { key_id: "kid-1".into(), hmac_key_file: dir.path().join("none") }.hmac_key();
+        assert!(missing.unwrap_err().contains("none"));
     }
 
     #[test]

@@ -251,6 +251,20 @@ pub struct RawAcme {
     /// lifetime), or in the CA's ARI window when it offers one.
     #[serde(default, deserialize_with = "opt_duration")]
     pub renew_before: Option<Duration>,
+    /// Default none: the External Account Binding a CA requires (ZeroSSL, Google Trust Services),
+    /// used once, when the account is created.
+    #[serde(default)]
+    pub eab: Option<RawEab>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEab {
+    /// Required: the key identifier the CA gave.
+    pub key_id: String,
+    /// Required: a file holding the HMAC key the CA gave, base64url as CAs hand it out (relative to
+    /// the config file's directory; keep it 0600).
+    pub hmac_key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,7 +45,7 @@ pub(super) fn load(
             return None;
         }
     };
-    warn_if_others_can_read(&path);
+    warn_if_others_can_read(&path, "the session ticket key file");
     match TicketKeys::parse(&text) {
         Ok(keys) => Some((keys, lifetime)),
         Err(problem) => {
@@ -55,8 +55,9 @@ pub(super) fn load(
     }
 }
 
+/// Warns when others than the file's owner and (this process's) group may read the secret `what`.
 #[cfg(unix)]
-fn warn_if_others_can_read(path: &Path) {
+pub(super) fn warn_if_others_can_read(path: &Path, what: &str) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(metadata) = std::fs::metadata(path) else { return };
     let mode = metadata.permissions().mode();
@@ -69,10 +70,10 @@ fn warn_if_others_can_read(path: &Path) {
         tracing::warn!(
             file = %path.display(),
             mode = format!("{:o}", mode & 0o777),
-            "the session ticket key file can be read by others than its owner and group (chmod 600)"
+            "{what} can be read by others than its owner and group (chmod 600)"
         );
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_others_can_read(_path: &Path) {}
+pub(super) fn warn_if_others_can_read(_path: &Path, _what: &str) {}

@@ -106,7 +106,7 @@ pub enum AcmeResult {
     Refused,
     /// The CA could not validate a name (its authorization or the order became invalid).
     Invalid,
-    /// The certificate, key or account could not be written to `storage`.
+    /// A local file could not be read or written: storage, `directory_ca`, the EAB key file.
     StorageFailed,
 }
 

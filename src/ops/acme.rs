@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewAccount, NewOrder, Order,
-    OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ pub enum AcmeError {
     NoTlsAlpn(String),
     #[error("{0}")]
     Challenge(#[from] ChallengeError),
+    #[error("external account binding: {0}")]
+    Eab(String),
     #[error("the ACME client: {0}")]
     Client(#[from] ClientError),
     #[error("building the CSR: {0}")]
@@ -80,7 +82,7 @@ impl AcmeError {
             AcmeError::Unreachable(_) | AcmeError::Timeout => AcmeResult::Unreachable,
             AcmeError::Refused(_) | AcmeError::NoTlsAlpn(_) | AcmeError::Csr(_) => AcmeResult::Refused,
             AcmeError::Invalid(_) | AcmeError::Challenge(_) => AcmeResult::Invalid,
-            AcmeError::Client(_) | AcmeError::Storage(_) => AcmeResult::StorageFailed,
+            AcmeError::Client(_) | AcmeError::Storage(_) | AcmeError::Eab(_) => AcmeResult::StorageFailed,
         }
     }
 
@@ -403,8 +405,12 @@ impl Shared {
         let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
         let contact: Vec<&str> = certificate.contact.iter().map(String::as_str).collect();
         let new_account = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+        let eab = match &certificate.eab {
+            Some(eab) => Some(ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key().map_err(AcmeError::Eab)?)),
+            None => None,
+        };
         let (account, credentials) = Account::builder_with_http(Box::new(http))
-            .create(&new_account, certificate.directory.clone(), None)
+            .create(&new_account, certificate.directory.clone(), eab.as_ref())
             .await
             .map_err(AcmeError::from_acme)?;
         let file = certificate.account_file();

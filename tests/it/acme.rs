@@ -19,7 +19,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::support::hello::raw_client_hello;
 use crate::support::ops::*;
-use crate::support::pebble::{acme_config, acme_route, AcmeBlock, AcmeSite, Pebble};
+use crate::support::pebble::{acme_config, acme_route, AcmeBlock, AcmeSite, Pebble, PebbleOptions};
 use crate::support::tls::{expect_refused, provider, simple_client, tls_connect};
 use crate::support::*;
 
@@ -801,4 +801,35 @@ async fn only_a_pending_validation_is_answered_and_every_other_connection_is_rou
 
     let answered_after = metric(&scrape(deployment.admin).await, "snigate_acme_challenge_handshakes_total", &[]);
     assert_eq!(answered_after, answered, "no connection of this test was answered as a challenge");
+}
+
+/// A CA that requires External Account Binding (pebble with `externalAccountBindingRequired`):
+/// a route whose `acme.eab` names the key id and the HMAC key file gets its certificate; one
+/// without `eab` is refused by the CA when its account is created, counted as `refused`, and keeps
+/// refusing handshakes (`certificate_pending`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_requiring_external_account_binding_issues_with_eab_and_refuses_without() {
+    // Test-only HMAC key (base64url, 48 bytes), generated for this test.
+    let hmac_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let options = PebbleOptions { eab: Some(("kid-1".into(), hmac_key.into())), ..PebbleOptions::default() };
+    let Some(site) = AcmeSite::start_with(options).await else { return };
+
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("eab.key");
+    std::fs::write(&key_file, format!("{hmac_key}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut bound = Deployment::on(&site, site.acme(STORAGE).eab("kid-1", &key_file)).await;
+    let (child, _served, _) = issue(&site, &mut bound).await;
+    assert!(!child.log_text().contains(hmac_key), "the HMAC key is never logged");
+
+    let listen = closed_port().await;
+    let mut unbound = Deployment::single(listen, &site.acme(STORAGE)).await;
+    let child = unbound.start().await;
+    wait_for_orders(unbound.admin, "refused", 1.0, WAIT).await;
+    wait_for_log(&child, "externalAccountRequired").await;
+    let client = client_of(&site.pebble).await;
+    let refused = tls_connect(listen, client, NAME).await.err();
+    assert!(refused.is_some_and(|error| error.starts_with("TLS handshake")), "refused without a certificate");
+    let samples = scrape(unbound.admin).await;
+    assert_eq!(metric(&samples, "snigate_acme_orders_total", &[("result", "issued")]), Some(0.0));
 }

@@ -73,6 +73,11 @@ impl Pebble {
     /// [`Pebble::start`], the certificates it issues valid for `validity` (whole seconds, at
     /// least 1) instead of pebble's default of 5 years.
     pub async fn start_with_validity(tls_port: u16, validity: Option<Duration>) -> Option<Pebble> {
+        Pebble::start_with(tls_port, PebbleOptions { validity, ..PebbleOptions::default() }).await
+    }
+
+    /// [`Pebble::start`] with `options`.
+    pub async fn start_with(tls_port: u16, options: PebbleOptions) -> Option<Pebble> {
         if !installed(PEBBLE) || !installed(CHALLTESTSRV) {
             eprintln!("{PEBBLE} / {CHALLTESTSRV} not installed (apt-get install pebble): skipping");
             return None;
@@ -85,7 +90,7 @@ impl Pebble {
         let dns = free_dns_port();
         let challtestsrv_management = free_tcp_port();
         let ports = Ports { acme, management, http: free_tcp_port().port(), tls: tls_port };
-        let config = config_json(&ports, &listener_cert.cert_path, &listener_cert.key_path, validity);
+        let config = config_json(&ports, &listener_cert.cert_path, &listener_cert.key_path, &options);
         let config_path = pki.write("pebble-config.json", &config);
         let challtestsrv = Command::new(CHALLTESTSRV)
             .args(["-dns01", &dns.to_string(), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -219,8 +224,13 @@ pub struct AcmeSite {
 impl AcmeSite {
     /// `None` (with the reason printed) when pebble is not installed: the caller skips.
     pub async fn start(validity: Option<Duration>) -> Option<AcmeSite> {
+        AcmeSite::start_with(PebbleOptions { validity, ..PebbleOptions::default() }).await
+    }
+
+    /// [`AcmeSite::start`] with pebble set up by `options`.
+    pub async fn start_with(options: PebbleOptions) -> Option<AcmeSite> {
         let listen = free_tcp_port();
-        let pebble = Pebble::start_with_validity(listen.port(), validity).await?;
+        let pebble = Pebble::start_with(listen.port(), options).await?;
         Some(AcmeSite { pebble, listen })
     }
 
@@ -238,6 +248,8 @@ pub struct AcmeBlock {
     directory_ca: PathBuf,
     storage: String,
     renew_before: Option<String>,
+    /// `eab:` key id and HMAC key file.
+    eab: Option<(String, PathBuf)>,
 }
 
 impl AcmeBlock {
@@ -248,12 +260,19 @@ impl AcmeBlock {
             directory_ca: directory_ca.to_path_buf(),
             storage: storage.to_string(),
             renew_before: None,
+            eab: None,
         }
     }
 
     /// `renew_before:` (a duration as the config writes it, e.g. `25s`).
     pub fn renew_before(mut self, duration: &str) -> AcmeBlock {
         self.renew_before = Some(duration.to_string());
+        self
+    }
+
+    /// `eab:` with `key_id` and the HMAC key in `hmac_key_file`.
+    pub fn eab(mut self, key_id: &str, hmac_key_file: &Path) -> AcmeBlock {
+        self.eab = Some((key_id.to_string(), hmac_key_file.to_path_buf()));
         self
     }
 
@@ -267,6 +286,13 @@ impl AcmeBlock {
             .tls(format!("  storage: {}", q(&self.storage)));
         if let Some(duration) = &self.renew_before {
             route = route.tls(format!("  renew_before: {duration}"));
+        }
+        if let Some((key_id, file)) = &self.eab {
+            let file = file.to_str().expect("UTF-8 temp path");
+            route = route
+                .tls("  eab:")
+                .tls(format!("    key_id: {}", q(key_id)))
+                .tls(format!("    hmac_key_file: {}", q(file)));
         }
         route
     }
@@ -310,10 +336,23 @@ struct Ports {
     tls: u16,
 }
 
+/// How pebble is set up beyond its defaults.
+#[derive(Debug, Default, Clone)]
+pub struct PebbleOptions {
+    /// The validity of the certificates it issues (default 5 years).
+    pub validity: Option<Duration>,
+    /// External Account Binding required, with this key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
+}
+
 /// The config JSON (written by hand: the tests have no JSON crate, and every value is plain).
-fn config_json(ports: &Ports, cert: &Path, key: &Path, validity: Option<Duration>) -> String {
+fn config_json(ports: &Ports, cert: &Path, key: &Path, options: &PebbleOptions) -> String {
     let path = |p: &Path| p.to_str().expect("UTF-8 temp path").replace('\\', "\\\\").replace('"', "\\\"");
-    let validity = match validity {
+    let eab = match &options.eab {
+        Some((key_id, hmac_key)) => format!(r#"true, "externalAccountMACKeys": {{"{key_id}": "{hmac_key}"}}"#),
+        None => "false".to_string(),
+    };
+    let validity = match options.validity {
         Some(validity) => {
             assert!(validity.as_secs() >= 1, "a validity of whole seconds: {validity:?}");
             format!(", \"certificateValidityPeriod\": {}", validity.as_secs())
@@ -323,13 +362,14 @@ fn config_json(ports: &Ports, cert: &Path, key: &Path, validity: Option<Duration
     format!(
         r#"{{"pebble": {{"listenAddress": "{}", "managementListenAddress": "{}",
  "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {},
- "ocspResponderURL": "", "externalAccountBindingRequired": false{}}}}}"#,
+ "ocspResponderURL": "", "externalAccountBindingRequired": {}{}}}}}"#,
         ports.acme,
         ports.management,
         path(cert),
         path(key),
         ports.http,
         ports.tls,
+        eab,
         validity,
     )
 }
