@@ -30,10 +30,35 @@ const MIN_HMAC_KEY_BYTES: usize = 16;
 /// Permission bits the storage directory must not have: it holds private keys.
 const STORAGE_FORBIDDEN_MODE: u32 = 0o077;
 
+/// `tls.acme.key_type`: the certificate's key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcmeKeyType {
+    /// ECDSA P-256: what every current TLS stack takes, the smallest and fastest handshake.
+    #[default]
+    P256,
+    P384,
+    /// RSA, for clients (older embedded TLS stacks) without ECDSA.
+    Rsa2048,
+    Rsa4096,
+}
+
+impl AcmeKeyType {
+    /// As written in the routes file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeKeyType::P256 => "p256",
+            AcmeKeyType::P384 => "p384",
+            AcmeKeyType::Rsa2048 => "rsa2048",
+            AcmeKeyType::Rsa4096 => "rsa4096",
+        }
+    }
+}
+
 /// One certificate snigate obtains and renews, with every route serving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeCertificate {
-    /// `<first name>-<8 hex digits of the directory and names>`: the storage folder and the
+    /// `<first name>-<8 hex digits of the directory, names and key type>`: the storage folder and the
     /// `certificate` metric label.
     pub id: String,
     /// The route's `sni` names, lowercase, sorted, each once.
@@ -45,6 +70,7 @@ pub struct AcmeCertificate {
     /// Resolved against the config file's directory.
     pub storage: PathBuf,
     pub renew_before: Duration,
+    pub key_type: AcmeKeyType,
     /// The External Account Binding for creating the account, if the CA requires one.
     pub eab: Option<Eab>,
     /// The routes serving it, in file order.
@@ -95,8 +121,10 @@ impl AcmeCertificate {
 
     /// Same certificate, same settings: every field but the routes serving it.
     pub fn same_order(&self, other: &AcmeCertificate) -> bool {
-        (&self.id, &self.directory_ca, &self.contact, &self.storage, self.renew_before, &self.eab)
-            == (&other.id, &other.directory_ca, &other.contact, &other.storage, other.renew_before, &other.eab)
+        let settings = (&self.directory_ca, &self.contact, &self.storage, self.renew_before, self.key_type, &self.eab);
+        self.id == other.id
+            && settings
+                == (&other.directory_ca, &other.contact, &other.storage, other.renew_before, other.key_type, &other.eab)
     }
 }
 
@@ -217,8 +245,12 @@ impl AcmeCertificates {
         if errors.len() > before {
             return None;
         }
+        // Another key type is another certificate (the default is left out: ids stay as they were).
         let mut id_parts = vec![raw.directory.as_str()];
         id_parts.extend(names.iter().map(String::as_str));
+        if raw.key_type != AcmeKeyType::default() {
+            id_parts.push(raw.key_type.as_str());
+        }
         let certificate = AcmeCertificate {
             id: format!("{}-{}", names[0], short_hash(&id_parts)),
             names,
@@ -227,6 +259,7 @@ impl AcmeCertificates {
             contact: raw.contact.clone(),
             storage,
             renew_before,
+            key_type: raw.key_type,
             eab,
             routes: vec![raw_route.name.clone()],
         };

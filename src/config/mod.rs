@@ -24,7 +24,7 @@ mod validate;
 mod yaml_depth;
 mod yaml_position;
 
-pub use acme::{AcmeCertificate, DEFAULT_RENEW_BEFORE};
+pub use acme::{AcmeCertificate, AcmeKeyType, Eab, DEFAULT_RENEW_BEFORE};
 pub use crl_url::{parse_crl_url, CrlSource, CrlUrlError, DEFAULT_CRL_REFRESH, MIN_CRL_REFRESH};
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};

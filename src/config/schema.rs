@@ -14,6 +14,8 @@ use crate::proxy::mqtt_admission::{ClientIdRule, UsernameRule};
 use crate::proxy::route::Mode;
 use crate::proxy::tls_settings::{ClientAuth, TlsVersion};
 
+pub use super::acme::AcmeKeyType;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -251,6 +253,10 @@ pub struct RawAcme {
     /// lifetime), or in the CA's ARI window when it offers one.
     #[serde(default, deserialize_with = "opt_duration")]
     pub renew_before: Option<Duration>,
+    /// Default `p256`: the certificate's key, `p256`, `p384` (ECDSA) or `rsa2048`, `rsa4096` (for
+    /// clients whose TLS stack has no ECDSA). Changing it orders a new certificate.
+    #[serde(default)]
+    pub key_type: AcmeKeyType,
     /// Default none: the External Account Binding a CA requires (ZeroSSL, Google Trust Services),
     /// used once, when the account is created.
     #[serde(default)]

@@ -6,7 +6,7 @@
 //! the account (stored, or created once per storage and directory), a new order for the names,
 //! the TLS-ALPN-01 challenge of each name added to [`TlsAlpnChallenges`] (so the listener answers
 //! the CA's validation), the challenges set ready, the order polled until ready, a CSR for a fresh
-//! P-256 key, the chain polled until issued, both written to storage (`acme_storage.rs`), the
+//! key of `key_type` (P-256 by default), the chain polled until issued, both written to storage (`acme_storage.rs`), the
 //! challenges removed, and a reload asked for, the same path as SIGHUP: the load serves the stored
 //! files, live sessions keep the certificate they started with. A failure keeps the last good
 //! certificate (a route with none refuses handshakes: `certificate_pending`) and is retried with
@@ -21,10 +21,10 @@ use instant_acme::{
     Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
     NewOrder, Order, OrderStatus, RetryPolicy,
 };
-use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, RsaKeySize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AcmeCertificate;
+use crate::config::{AcmeCertificate, AcmeKeyType};
 use crate::metrics::{AcmeResult, Metrics};
 use crate::ops::acme_http::{AcmeHttp, ClientError, RetryAfter};
 use crate::ops::acme_schedule::{self, Failure};
@@ -328,7 +328,7 @@ async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Optio
         return Err(AcmeError::Invalid(validation_errors(&mut order).await));
     }
     tracing::info!(certificate = id, "ACME order ready; finalizing");
-    let key = KeyPair::generate()?;
+    let key = certificate_key(certificate.key_type)?;
     let mut params = CertificateParams::new(certificate.names.clone())?;
     params.distinguished_name = DistinguishedName::new();
     let csr = params.serialize_request(&key)?;
@@ -338,6 +338,16 @@ async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Optio
     acme_storage::write_certificate(certificate, &chain, &key.serialize_pem())?;
     tracing::info!(certificate = id, names = ?certificate.names, "ACME certificate issued");
     Ok(())
+}
+
+/// A fresh key of `key_type` for the certificate.
+fn certificate_key(key_type: AcmeKeyType) -> Result<KeyPair, rcgen::Error> {
+    match key_type {
+        AcmeKeyType::P256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        AcmeKeyType::P384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        AcmeKeyType::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_2048),
+        AcmeKeyType::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, RsaKeySize::_4096),
+    }
 }
 
 /// The names whose challenge certificates are being served; removed when dropped.

@@ -185,6 +185,7 @@ mod tests {
             contact: Vec::new(),
             storage: storage.to_path_buf(),
             renew_before: Duration::from_secs(86_400),
+            key_type: crate::config::AcmeKeyType::P256,
             eab: None,
             routes: vec!["a".into()],
         }

@@ -833,3 +833,23 @@ async fn a_ca_requiring_external_account_binding_issues_with_eab_and_refuses_wit
     let samples = scrape(unbound.admin).await;
     assert_eq!(metric(&samples, "snigate_acme_orders_total", &[("result", "issued")]), Some(0.0));
 }
+
+/// `key_type: rsa2048` (for clients without ECDSA): the issued certificate's key is RSA, and the
+/// stored key is the one it certifies (the handshake proves it). The default is ECDSA P-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_type_picks_the_certificate_key() {
+    let Some(site) = AcmeSite::start(None).await else { return };
+    let mut rsa = Deployment::on(&site, site.acme(STORAGE).key_type("rsa2048")).await;
+    let (_child, served, _) = issue(&site, &mut rsa).await;
+    assert_eq!(public_key_algorithm(served.leaf()), x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION);
+
+    let Some(default_site) = AcmeSite::start(None).await else { return };
+    let mut default = Deployment::on(&default_site, default_site.acme(STORAGE)).await;
+    let (_child, served, _) = issue(&default_site, &mut default).await;
+    assert_eq!(public_key_algorithm(served.leaf()), x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY);
+}
+
+fn public_key_algorithm(der: &CertificateDer<'_>) -> x509_parser::der_parser::oid::Oid<'static> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("X.509 certificate");
+    cert.public_key().algorithm.algorithm.to_owned()
+}

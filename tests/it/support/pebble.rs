@@ -250,6 +250,7 @@ pub struct AcmeBlock {
     renew_before: Option<String>,
     /// `eab:` key id and HMAC key file.
     eab: Option<(String, PathBuf)>,
+    key_type: Option<String>,
 }
 
 impl AcmeBlock {
@@ -261,12 +262,19 @@ impl AcmeBlock {
             storage: storage.to_string(),
             renew_before: None,
             eab: None,
+            key_type: None,
         }
     }
 
     /// `renew_before:` (a duration as the config writes it, e.g. `25s`).
     pub fn renew_before(mut self, duration: &str) -> AcmeBlock {
         self.renew_before = Some(duration.to_string());
+        self
+    }
+
+    /// `key_type:` (`p256`, `p384`, `rsa2048`, `rsa4096`).
+    pub fn key_type(mut self, key_type: &str) -> AcmeBlock {
+        self.key_type = Some(key_type.to_string());
         self
     }
 
@@ -286,6 +294,9 @@ impl AcmeBlock {
             .tls(format!("  storage: {}", q(&self.storage)));
         if let Some(duration) = &self.renew_before {
             route = route.tls(format!("  renew_before: {duration}"));
+        }
+        if let Some(key_type) = &self.key_type {
+            route = route.tls(format!("  key_type: {key_type}"));
         }
         if let Some((key_id, file)) = &self.eab {
             let file = file.to_str().expect("UTF-8 temp path");
