@@ -272,22 +272,6 @@ async fn wait_for_orders(admin: SocketAddr, result: &'static str, count: f64, li
     .await;
 }
 
-/// Waits until the child's log has `text` (the access log line of a connection is written when
-/// it closes; the line of a step after the step).
-async fn wait_for_log(child: &ChildProxy, text: &str) {
-    eventually(WAIT, &format!("{text:?} in the log"), || {
-        let log = child.log_text();
-        async move {
-            if log.contains(text) {
-                Ok(())
-            } else {
-                Err(log)
-            }
-        }
-    })
-    .await;
-}
-
 /// The binary started on `deployment`, the first certificate served (checked as in
 /// [`first_certificate`]): its chain verifies to pebble's root through the intermediate, the
 /// session relays to the backend, and the issuance is counted.
@@ -371,7 +355,7 @@ async fn an_acme_route_gets_a_certificate_chaining_to_the_ca_root_and_serves_it(
     let (child, served, _) = issue(&site, &mut deployment).await;
     verify_chain(&site.pebble.root_pem().await, &served.chain, NAME);
 
-    wait_for_log(&child, "\"cause\":\"acme_challenge\"").await;
+    child.wait_for_log("\"cause\":\"acme_challenge\"").await;
     let log = child.log_text();
     let challenge = log.lines().find(|l| l.contains("\"cause\":\"acme_challenge\"")).unwrap();
     assert!(challenge.contains(&format!("\"sni\":\"{NAME}\"")), "{challenge}");
@@ -419,7 +403,7 @@ async fn a_restart_reuses_the_stored_certificate_without_a_new_order() {
     let (mut after, _) = first_certificate(&deployment, &client, &child, WAIT).await;
     assert_eq!(*after.leaf(), before, "the leaf served before the restart, byte for byte");
     echo(&mut after.stream, b"after the restart").await.expect("relayed");
-    wait_for_log(&child, "stored certificate is valid").await;
+    child.wait_for_log("stored certificate is valid").await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     // No POST: no account, order, challenge or finalize (every authenticated ACME request is one).
@@ -542,7 +526,7 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
     })
     .await;
     assert!(next <= 10.0, "after the third failure the retry is ~8 s away: {next} s\n{}", failures());
-    wait_for_log(&child, "ACME attempt failed; retrying").await;
+    child.wait_for_log("ACME attempt failed; retrying").await;
 
     let client = simple_client(&ca.cert_der, None);
     let refusal = expect_refused(deployment.listen, client, NAME).await;
@@ -555,7 +539,7 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
         }
     })
     .await;
-    wait_for_log(&child, "\"cause\":\"certificate_pending\"").await;
+    child.wait_for_log("\"cause\":\"certificate_pending\"").await;
 
     assert!(child.child.try_wait().unwrap().is_none(), "snigate exited:\n{}", child.log_text());
     let health = http_get(admin, "/healthz").await.expect("/healthz");
@@ -781,7 +765,7 @@ async fn only_a_pending_validation_is_answered_and_every_other_connection_is_rou
     })
     .await;
     let (child, issued, _) = issue(&site, &mut deployment).await;
-    wait_for_log(&child, "\"cause\":\"acme_challenge\"").await;
+    child.wait_for_log("\"cause\":\"acme_challenge\"").await;
     let answered = metric(&scrape(deployment.admin).await, "snigate_acme_challenge_handshakes_total", &[]);
     assert!(answered.unwrap_or(0.0) >= 1.0, "pebble's validations are counted: {answered:?}");
 
@@ -826,7 +810,7 @@ async fn a_ca_requiring_external_account_binding_issues_with_eab_and_refuses_wit
     let mut unbound = Deployment::single(listen, &site.acme(STORAGE)).await;
     let child = unbound.start().await;
     wait_for_orders(unbound.admin, "refused", 1.0, WAIT).await;
-    wait_for_log(&child, "externalAccountRequired").await;
+    child.wait_for_log("externalAccountRequired").await;
     let client = client_of(&site.pebble).await;
     let refused = tls_connect(listen, client, NAME).await.err();
     assert!(refused.is_some_and(|error| error.starts_with("TLS handshake")), "refused without a certificate");

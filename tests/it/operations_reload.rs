@@ -544,7 +544,7 @@ async fn file_watch_reloads_on_change() {
     // An in-place rewrite of the same file.
     std::fs::write(&config, tcp_route_config(listen, admin, x.addr)).unwrap();
     wait_for_tag(listen, b'X', Duration::from_secs(10), &child, "after an in-place write").await;
-    logged(&child, "reloaded after a file change").await;
+    child.wait_for_log("reloaded after a file change").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,7 +571,7 @@ async fn sighup_reloads_the_config() {
     child.signal("HUP");
     wait_for_tag(listen, b'Y', Duration::from_secs(10), &child, "after SIGHUP").await;
     // The new table serves before the signal handler writes its line: wait for the line too.
-    logged(&child, "SIGHUP: reloaded").await;
+    child.wait_for_log("SIGHUP: reloaded").await;
 
     // SIGHUP with a broken file keeps the running config.
     replace_file(&real, "listen: [\n");
@@ -646,20 +646,4 @@ async fn reload_applies_a_narrowed_accept_proxy_from() {
     }
     assert_eq!(backend.accept_count(), before, "a refused PROXY header never reaches the backend");
     proxy.shutdown().await;
-}
-
-/// Waits (bounded) until the child's log has `line`: the reloaded table serves before the
-/// trigger that asked for the reload writes its line.
-async fn logged(child: &ChildProxy, line: &str) {
-    eventually(Duration::from_secs(10), &format!("the log line {line:?}"), || {
-        let log = child.log_text();
-        async move {
-            if log.contains(line) {
-                Ok(())
-            } else {
-                Err(log)
-            }
-        }
-    })
-    .await;
 }

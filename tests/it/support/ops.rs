@@ -247,6 +247,22 @@ impl Drop for ChildProxy {
 }
 
 impl ChildProxy {
+    /// Waits (bounded by [`WAIT`]) until the log has `text`: a line is written after the step it
+    /// reports (an access-log line when its connection closes; a reload's once it serves).
+    pub async fn wait_for_log(&self, text: &str) {
+        eventually(WAIT, &format!("{text:?} in the log"), || {
+            let log = self.log_text();
+            async move {
+                if log.contains(text) {
+                    Ok(())
+                } else {
+                    Err(log)
+                }
+            }
+        })
+        .await;
+    }
+
     /// Waits (bounded) for the process to exit and returns its status.
     pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
