@@ -198,11 +198,7 @@ fn serve<'a>(
         let conn = Conn { stream, received, client, local, route, context, record };
         match (&route.tls, route.mode, hello) {
             (Some(route_tls), Mode::Terminate, Some(hello)) => Box::pin(terminate(conn, hello, route_tls)).await,
-            (None, Mode::Terminate, _) => {
-                let close = Close::because(CloseCause::CertificatePending, "the ACME certificate is not issued yet");
-                let Conn { mut stream, .. } = conn;
-                refuse_before_handshake(&mut stream, close).await
-            }
+            (None, Mode::Terminate, _) => Box::pin(refuse_certificate_pending(conn.stream)).await,
             (_, _, hello) => Box::pin(forward(conn, hello)).await,
         }
     }
@@ -293,6 +289,12 @@ async fn admit<'r>(
     let active = routed(&span, route, context, record);
     let received = received.bytes;
     Ok(Admitted { stream, received, client, hello: Some(hello), route, _ip_permit: ip_permit, _active: active })
+}
+
+/// An `acme:` route with no certificate yet: the client gets an alert before any handshake.
+async fn refuse_certificate_pending(mut stream: TcpStream) -> Close {
+    let close = Close::because(CloseCause::CertificatePending, "the ACME certificate is not issued yet");
+    refuse_before_handshake(&mut stream, close).await
 }
 
 /// Completes a TLS-ALPN-01 validation's handshake with its challenge certificate, then closes:
