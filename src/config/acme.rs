@@ -152,7 +152,8 @@ impl Eab {
             .map_err(|error| format!("`hmac_key_file` {}: {error}", self.hmac_key_file.display()))?;
         let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text.trim().trim_end_matches('='))
-            .map_err(|error| format!("`hmac_key_file` {} is not base64url: {error}", self.hmac_key_file.display()))?;
+            // Not the decoder's message: it quotes the offending character of the key.
+            .map_err(|_| format!("`hmac_key_file` {} is not base64url", self.hmac_key_file.display()))?;
         if key.len() < MIN_HMAC_KEY_BYTES {
             return Err(format!(
                 "`hmac_key_file` {} holds {} bytes; an EAB HMAC key has at least {MIN_HMAC_KEY_BYTES}",

@@ -349,6 +349,16 @@ fn build_route_tls(
             found.errors.push(report.error(position, message));
             None
         }
+        (mode, Some(raw_tls)) if raw_tls.acme.is_some() => {
+            let position = report.at.find_key("acme", span).unwrap_or((span.start, 1));
+            let message = format!(
+                "`acme` obtains a certificate a terminate route serves; route {:?} is `mode: {}` (its backend holds the certificate)",
+                raw_route.name,
+                mode.as_str()
+            );
+            found.errors.push(report.error(position, message));
+            None
+        }
         (mode, Some(_)) => {
             tracing::warn!(
                 route = %raw_route.name,

@@ -106,8 +106,9 @@ pub enum AcmeResult {
     Refused,
     /// The CA could not validate a name (its authorization or the order became invalid).
     Invalid,
-    /// A local file could not be read or written: storage, `directory_ca`, the EAB key file.
-    StorageFailed,
+    /// A local step failed: a file of storage, `directory_ca` or the EAB key could not be read or written, or
+    /// the key or CSR could not be made.
+    LocalFailed,
 }
 
 impl AcmeResult {
@@ -116,7 +117,7 @@ impl AcmeResult {
         AcmeResult::Unreachable,
         AcmeResult::Refused,
         AcmeResult::Invalid,
-        AcmeResult::StorageFailed,
+        AcmeResult::LocalFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -125,7 +126,7 @@ impl AcmeResult {
             AcmeResult::Unreachable => "unreachable",
             AcmeResult::Refused => "refused",
             AcmeResult::Invalid => "invalid",
-            AcmeResult::StorageFailed => "storage_failed",
+            AcmeResult::LocalFailed => "local_failed",
         }
     }
 }
@@ -345,7 +346,7 @@ impl Metrics {
         let r = &mut self.registry;
         r.register(
             "acme_orders",
-            "Attempts to obtain an acme certificate, by result (issued, unreachable, refused, invalid, storage_failed)",
+            "Attempts to obtain an acme certificate, by result (issued, unreachable, refused, invalid, local_failed)",
             self.acme_orders.clone(),
         );
         r.register(

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use instant_acme::{
@@ -30,12 +30,14 @@ use crate::ops::acme_http::{AcmeHttp, ClientError, RetryAfter};
 use crate::ops::acme_schedule::{self, Failure};
 use crate::ops::acme_storage::{self, StorageError, Stored};
 use crate::ops::server::ReloadHandle;
-use crate::proxy::acme_challenge::{ChallengeError, TlsAlpnChallenges};
+use crate::proxy::acme_challenge::{Answer, ChallengeError, TlsAlpnChallenges};
 
 /// How long the CA may take to validate every name of an order.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the CA may take to issue once the order is finalized.
 const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Asking the CA for the renewal window (directory and ARI): it is advice, skipped when slow.
+const ARI_TIMEOUT: Duration = Duration::from_secs(30);
 /// One whole attempt, account to stored chain: bounds what the request and poll timeouts miss
 /// (a response body that never ends).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -59,8 +61,12 @@ pub enum AcmeError {
     Eab(String),
     #[error("the ACME client: {0}")]
     Client(#[from] ClientError),
+    #[error("generating the certificate's key: {0}")]
+    Key(rcgen::Error),
     #[error("building the CSR: {0}")]
-    Csr(#[from] rcgen::Error),
+    Csr(rcgen::Error),
+    #[error("a blocking step did not finish: {0}")]
+    Blocking(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("no certificate within {ATTEMPT_TIMEOUT:?}")]
@@ -80,9 +86,14 @@ impl AcmeError {
     fn result(&self) -> AcmeResult {
         match self {
             AcmeError::Unreachable(_) | AcmeError::Timeout => AcmeResult::Unreachable,
-            AcmeError::Refused(_) | AcmeError::NoTlsAlpn(_) | AcmeError::Csr(_) => AcmeResult::Refused,
+            AcmeError::Refused(_) | AcmeError::NoTlsAlpn(_) => AcmeResult::Refused,
             AcmeError::Invalid(_) | AcmeError::Challenge(_) => AcmeResult::Invalid,
-            AcmeError::Client(_) | AcmeError::Storage(_) | AcmeError::Eab(_) => AcmeResult::StorageFailed,
+            AcmeError::Client(_)
+            | AcmeError::Storage(_)
+            | AcmeError::Eab(_)
+            | AcmeError::Key(_)
+            | AcmeError::Csr(_)
+            | AcmeError::Blocking(_) => AcmeResult::LocalFailed,
         }
     }
 
@@ -108,6 +119,8 @@ struct Shared {
     reload: ReloadHandle,
     /// By account file: certificates of one storage and directory use one account.
     accounts: tokio::sync::Mutex<HashMap<PathBuf, AccountHandle>>,
+    /// By name: held by the order validating it.
+    validating: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A followed certificate's task.
@@ -130,7 +143,13 @@ impl Drop for AcmeManager {
 
 impl AcmeManager {
     pub fn new(challenges: TlsAlpnChallenges, metrics: Arc<Metrics>, reload: ReloadHandle) -> AcmeManager {
-        let shared = Shared { challenges, metrics, reload, accounts: tokio::sync::Mutex::default() };
+        let shared = Shared {
+            challenges,
+            metrics,
+            reload,
+            accounts: tokio::sync::Mutex::default(),
+            validating: std::sync::Mutex::default(),
+        };
         AcmeManager { shared: Arc::new(shared), tasks: HashMap::new() }
     }
 
@@ -170,14 +189,20 @@ enum Next {
 
 /// Keeps `certificate` issued and fresh until `stop`.
 async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
-    let mut task = CertificateTask { shared, certificate, failures: 0 };
+    let mut task = CertificateTask { shared, certificate, failures: 0, issued_at: None };
     if let Some(wait) = task.resume_backoff() {
         if !sleep(wait, &stop).await {
             return;
         }
     }
     loop {
-        let wait = match next_step(&task.shared, &task.certificate, task.failures == 0).await {
+        let step = next_step(&task.shared, &task.certificate, task.failures == 0, task.issued_at);
+        let step = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            step = step => step,
+        };
+        let wait = match step {
             Next::RenewAt(due) => {
                 task.shared.metrics.acme_next_attempt(&task.certificate.id, due);
                 Duration::from_secs(u64::try_from(due.saturating_sub(unix_now())).unwrap_or(0))
@@ -185,6 +210,7 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
             Next::Order { replacing } => {
                 let attempt = obtain(&task.shared, &task.certificate, replacing.as_ref());
                 let obtained = tokio::select! {
+                    biased;
                     () = stop.cancelled() => return,
                     obtained = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt) => obtained.unwrap_or(Err(AcmeError::Timeout)),
                 };
@@ -206,36 +232,46 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
 /// Sleeps `wait`, at most [`acme_schedule::MAX_SLEEP`]; false when stopped.
 async fn sleep(wait: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
+        biased;
         () = stop.cancelled() => false,
         () = tokio::time::sleep(wait.min(acme_schedule::MAX_SLEEP)) => true,
     }
 }
 
-/// One certificate's task and its failures in a row.
+/// One certificate's task: its failures in a row, and when this task last had it issued.
 struct CertificateTask {
     shared: Arc<Shared>,
     certificate: AcmeCertificate,
     failures: u32,
+    /// Unix seconds.
+    issued_at: Option<i64>,
 }
 
 impl CertificateTask {
-    /// The back-off a previous run of the proxy left, if it has not run out: how long to wait.
+    /// The back-off a previous run of the proxy left: its failures count on (a proxy restarted in
+    /// a loop slower than the back-off does not start it over), and while it has not run out, how
+    /// long to wait.
     fn resume_backoff(&mut self) -> Option<Duration> {
-        let backoff = acme_storage::read_backoff(&self.certificate).filter(|b| b.retry_at > unix_now())?;
+        let backoff = acme_storage::read_backoff(&self.certificate)?;
         self.failures = backoff.attempts;
+        let wait_s = backoff.retry_at.saturating_sub(unix_now());
+        if wait_s <= 0 {
+            return None;
+        }
         tracing::info!(
             certificate = %self.certificate.id,
             attempts = backoff.attempts,
-            retry_in_s = backoff.retry_at - unix_now(),
+            retry_in_s = wait_s,
             "ACME back-off from before the restart; waiting"
         );
         self.shared.metrics.acme_next_attempt(&self.certificate.id, backoff.retry_at);
-        Some(Duration::from_secs(u64::try_from(backoff.retry_at - unix_now()).unwrap_or(0)))
+        Some(Duration::from_secs(u64::try_from(wait_s).unwrap_or(0)))
     }
 
     /// Counts the issued certificate and has the proxy serve it.
     async fn issued(&mut self) {
         self.failures = 0;
+        self.issued_at = Some(unix_now());
         acme_storage::clear_backoff(&self.certificate);
         self.shared.metrics.acme_attempt(&self.certificate.id, AcmeResult::Issued);
         self.shared.reload_for(&self.certificate).await;
@@ -268,8 +304,10 @@ impl CertificateTask {
 }
 
 /// Looks at the stored certificate: order when it is missing, unreadable or due; else wait.
-/// (`first_try`: a retry does not log the missing certificate again.)
-async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bool) -> Next {
+/// (`first_try`: a retry does not log the missing certificate again. `issued_at`: a certificate
+/// this task just had issued is not renewed before a tenth of its lifetime has passed, whatever
+/// the clock, `renew_before` or the ARI window say: never an order loop.)
+async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bool, issued_at: Option<i64>) -> Next {
     let id = certificate.id.as_str();
     let stored = match acme_storage::read_certificate(certificate) {
         Ok(Some(stored)) => stored,
@@ -285,8 +323,12 @@ async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bo
         }
     };
     let mut due = acme_schedule::renew_at(stored.not_before, stored.not_after, certificate.renew_before);
-    if let Some(window_moment) = shared.ari_moment(certificate, &stored).await {
+    let ari = tokio::time::timeout(ARI_TIMEOUT, shared.ari_moment(certificate, &stored));
+    if let Ok(Some(window_moment)) = ari.await {
         due = due.min(window_moment);
+    }
+    if let Some(issued_at) = issued_at {
+        due = due.max(acme_schedule::earliest_renewal(issued_at, stored.not_before, stored.not_after));
     }
     let now = unix_now();
     if due <= now {
@@ -302,24 +344,16 @@ async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bo
     Next::RenewAt(due)
 }
 
-/// One attempt: order, validate, finalize, store. The challenges are removed however it ends.
+/// One attempt: order, validate, finalize, store. The challenges are removed however it ends;
+/// no other certificate validates one of these names meanwhile (each answer would replace the
+/// other's, and the CA would check the wrong one).
 async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Option<&Stored>) -> Result<(), AcmeError> {
     let id = certificate.id.as_str();
+    let _names = shared.lock_names(&certificate.names).await;
     let account = shared.account(certificate).await?.account;
-    let identifiers: Vec<Identifier> = certificate.names.iter().cloned().map(Identifier::Dns).collect();
-    let replaces = replacing.and_then(|stored| CertificateIdentifier::try_from(&stored.leaf).ok());
-    // A renewal names the certificate it replaces where the CA offers ARI (RFC 9773 §5);
-    // instant-acme refuses `replaces` without asking the CA when the directory offers none.
-    let placed = match replaces {
-        Some(replaces) => match account.new_order(&NewOrder::new(&identifiers).replaces(replaces)).await {
-            Err(instant_acme::Error::Unsupported(_)) => account.new_order(&NewOrder::new(&identifiers)).await,
-            placed => placed,
-        },
-        None => account.new_order(&NewOrder::new(&identifiers)).await,
-    };
-    let mut order = placed.map_err(AcmeError::from_acme)?;
+    let mut order = place_order(&account, certificate, replacing).await?;
     tracing::info!(certificate = id, order = order.url(), "ACME order placed");
-    let answering = Answering { challenges: &shared.challenges, names: Vec::new() };
+    let answering = Answering { challenges: &shared.challenges, answers: Vec::new() };
     let answering = answer_challenges(&mut order, answering, id).await?;
     let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(VALIDATION_TIMEOUT);
     let status = order.poll_ready(&retries).await.map_err(AcmeError::from_acme)?;
@@ -328,16 +362,53 @@ async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Optio
         return Err(AcmeError::Invalid(validation_errors(&mut order).await));
     }
     tracing::info!(certificate = id, "ACME order ready; finalizing");
-    let key = certificate_key(certificate.key_type)?;
-    let mut params = CertificateParams::new(certificate.names.clone())?;
-    params.distinguished_name = DistinguishedName::new();
-    let csr = params.serialize_request(&key)?;
-    order.finalize_csr(csr.der()).await.map_err(AcmeError::from_acme)?;
+    let (key_type, names) = (certificate.key_type, certificate.names.clone());
+    // RSA-4096 generation takes up to seconds: not on the threads that serve connections.
+    let (key, csr) = tokio::task::spawn_blocking(move || signing_request(key_type, names))
+        .await
+        .map_err(|error| AcmeError::Blocking(error.to_string()))??;
+    order.finalize_csr(&csr).await.map_err(AcmeError::from_acme)?;
     let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(ISSUANCE_TIMEOUT);
     let chain = order.poll_certificate(&retries).await.map_err(AcmeError::from_acme)?;
-    acme_storage::write_certificate(certificate, &chain, &key.serialize_pem())?;
+    let stored = certificate.clone();
+    tokio::task::spawn_blocking(move || acme_storage::write_certificate(&stored, &chain, &key))
+        .await
+        .map_err(|error| AcmeError::Blocking(error.to_string()))??;
     tracing::info!(certificate = id, names = ?certificate.names, "ACME certificate issued");
     Ok(())
+}
+
+/// A new order for the certificate's names. A renewal names the certificate it replaces where the
+/// CA offers ARI (RFC 9773 §5; instant-acme refuses `replaces` without asking when the directory
+/// offers none); a CA refusing that (`alreadyReplaced` after a crash between finalize and store)
+/// gets the order without it.
+async fn place_order(
+    account: &Account,
+    certificate: &AcmeCertificate,
+    replacing: Option<&Stored>,
+) -> Result<Order, AcmeError> {
+    let identifiers: Vec<Identifier> = certificate.names.iter().cloned().map(Identifier::Dns).collect();
+    let replaces = replacing.and_then(|stored| CertificateIdentifier::try_from(&stored.leaf).ok());
+    if let Some(replaces) = replaces {
+        match account.new_order(&NewOrder::new(&identifiers).replaces(replaces)).await {
+            Ok(order) => return Ok(order),
+            Err(instant_acme::Error::Unsupported(_)) => {}
+            Err(error @ instant_acme::Error::Api(_)) => {
+                tracing::info!(certificate = %certificate.id, %error, "the CA refused the renewal's `replaces`; ordering without it");
+            }
+            Err(error) => return Err(AcmeError::from_acme(error)),
+        }
+    }
+    account.new_order(&NewOrder::new(&identifiers)).await.map_err(AcmeError::from_acme)
+}
+
+/// A fresh key of `key_type` (PEM) and the CSR (DER) for `names` signed by it.
+fn signing_request(key_type: AcmeKeyType, names: Vec<String>) -> Result<(String, Vec<u8>), AcmeError> {
+    let key = certificate_key(key_type).map_err(AcmeError::Key)?;
+    let mut params = CertificateParams::new(names).map_err(AcmeError::Csr)?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(AcmeError::Csr)?;
+    Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
 /// A fresh key of `key_type` for the certificate.
@@ -350,15 +421,15 @@ fn certificate_key(key_type: AcmeKeyType) -> Result<KeyPair, rcgen::Error> {
     }
 }
 
-/// The names whose challenge certificates are being served; removed when dropped.
+/// The challenge certificates being served for an order; removed when dropped.
 struct Answering<'a> {
     challenges: &'a TlsAlpnChallenges,
-    names: Vec<String>,
+    answers: Vec<Answer>,
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        self.names.iter().for_each(|name| self.challenges.remove(name));
+        self.answers.iter().for_each(|answer| self.challenges.remove(answer));
     }
 }
 
@@ -379,8 +450,8 @@ async fn answer_challenges<'a>(
         }
         let mut challenge =
             authorization.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| AcmeError::NoTlsAlpn(name.clone()))?;
-        answering.challenges.add(&name, challenge.key_authorization().as_str())?;
-        answering.names.push(name.clone());
+        let answer = answering.challenges.add(&name, challenge.key_authorization().as_str())?;
+        answering.answers.push(answer);
         challenge.set_ready().await.map_err(AcmeError::from_acme)?;
         tracing::info!(certificate = id, name, "ACME challenge ready");
     }
@@ -404,6 +475,20 @@ async fn validation_errors(order: &mut Order) -> String {
 }
 
 impl Shared {
+    /// Waits until no other order validates one of `names` (sorted: locks are taken in one order,
+    /// so two orders never wait on each other), then holds them.
+    async fn lock_names(&self, names: &[String]) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+        let locks: Vec<Arc<tokio::sync::Mutex<()>>> = {
+            let mut validating = self.validating.lock().unwrap_or_else(PoisonError::into_inner);
+            names.iter().map(|name| validating.entry(name.clone()).or_default().clone()).collect()
+        };
+        let mut held = Vec::with_capacity(locks.len());
+        for lock in locks {
+            held.push(lock.lock_owned().await);
+        }
+        held
+    }
+
     /// The account of `certificate`'s storage and directory: cached, else read from storage,
     /// else created and stored, once.
     async fn account(&self, certificate: &AcmeCertificate) -> Result<AccountHandle, AcmeError> {

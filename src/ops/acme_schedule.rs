@@ -16,6 +16,8 @@ pub const REFUSED_MAX_RETRY: Duration = Duration::from_secs(6 * 3600);
 /// The longest sleep before the stored certificate is looked at again (a clock jump, a suspended
 /// host, an ARI window that moved).
 pub const MAX_SLEEP: Duration = Duration::from_secs(24 * 3600);
+/// The least time between two issuances of one certificate by one task.
+pub const MIN_RENEWAL_GAP: Duration = Duration::from_secs(1);
 /// ± this share of a retry's wait is random, so a fleet that failed together does not retry together.
 const JITTER: f64 = 0.1;
 
@@ -35,6 +37,14 @@ pub fn renew_at(not_before: i64, not_after: i64, renew_before: Duration) -> i64 
     let by_setting = not_after.saturating_sub(seconds(renew_before));
     let half_lifetime = not_before.saturating_add(not_after.saturating_sub(not_before) / 2);
     by_setting.max(half_lifetime)
+}
+
+/// Unix seconds before which a certificate issued at `issued_at` (valid `not_before` to
+/// `not_after`) is not renewed again: a tenth of its lifetime, at least [`MIN_RENEWAL_GAP`] —
+/// whatever a fast clock, a `renew_before` or an ARI window in the past say.
+pub fn earliest_renewal(issued_at: i64, not_before: i64, not_after: i64) -> i64 {
+    let tenth = not_after.saturating_sub(not_before) / 10;
+    issued_at.saturating_add(tenth.max(seconds(MIN_RENEWAL_GAP)))
 }
 
 /// A moment in the CA's suggested renewal window `start..end` (RFC 9773 §4.2: uniformly at
@@ -74,6 +84,13 @@ mod tests {
         assert_eq!(renew_at(0, 6 * DAY, thirty_days), 3 * DAY, "a 6-day certificate renews at 3 days");
         assert_eq!(renew_at(1000, 1030, Duration::from_secs(25)), 1015, "30 s, renew_before 25 s");
         assert_eq!(renew_at(0, 90 * DAY, Duration::MAX), 45 * DAY);
+    }
+
+    #[test]
+    fn a_certificate_just_issued_waits_a_tenth_of_its_lifetime() {
+        assert_eq!(earliest_renewal(1000, 1000, 1000 + 90 * DAY), 1000 + 9 * DAY);
+        assert_eq!(earliest_renewal(1000, 990, 1020), 1003, "30 s: 3 s");
+        assert_eq!(earliest_renewal(1000, 1000, 1000), 1001, "no lifetime: the least gap");
     }
 
     #[test]

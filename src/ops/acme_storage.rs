@@ -10,11 +10,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use instant_acme::AccountCredentials;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::AcmeCertificate;
+use crate::proxy::tls::provider;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -41,7 +43,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |source| StorageError::Io { path: path.to_path_buf(), source }
 }
 
-/// The certificate stored for `certificate`, if there is one that parses.
+/// The certificate stored for `certificate`, if there is one; an error when its chain does not
+/// parse or its key is missing, unreadable or not the chain's (a load could not serve it).
 pub fn read_certificate(certificate: &AcmeCertificate) -> Result<Option<Stored>, StorageError> {
     let path = certificate.cert_file();
     let pem = match std::fs::read(&path) {
@@ -50,14 +53,23 @@ pub fn read_certificate(certificate: &AcmeCertificate) -> Result<Option<Stored>,
         Err(error) => return Err(io_error(&path)(error)),
     };
     let content = |message: String| StorageError::Content { path: path.clone(), message };
-    let leaf = CertificateDer::pem_slice_iter(&pem)
-        .next()
-        .ok_or_else(|| content("no PEM certificate".into()))?
-        .map_err(|error| content(error.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>();
+    let chain = chain.map_err(|error| content(error.to_string()))?;
+    let leaf = chain.first().cloned().ok_or_else(|| content("no PEM certificate".into()))?;
     let (_, parsed) = X509Certificate::from_der(&leaf).map_err(|error| content(error.to_string()))?;
     let validity = parsed.validity();
     let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
-    Ok(Some(Stored { leaf: leaf.clone(), not_before, not_after }))
+    check_key(&certificate.key_file(), chain)?;
+    Ok(Some(Stored { leaf, not_before, not_after }))
+}
+
+/// The key at `key_file` is the one `chain`'s leaf certifies.
+fn check_key(key_file: &Path, chain: Vec<CertificateDer<'static>>) -> Result<(), StorageError> {
+    let content = |message: String| StorageError::Content { path: key_file.to_path_buf(), message };
+    let pem = std::fs::read(key_file).map_err(io_error(key_file))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|error| content(error.to_string()))?;
+    let not_served = |error: rustls::Error| content(format!("cannot be served with cert.pem: {error}"));
+    CertifiedKey::from_der(chain, key, &provider()).map_err(not_served)?.keys_match().map_err(not_served)
 }
 
 /// Stores a new chain and key for `certificate`.
@@ -141,10 +153,12 @@ impl Pending {
         let mut name = target.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".{}.tmp", std::process::id()));
         let temporary = target.with_file_name(name);
+        // A leftover of a crash (the pid repeats, e.g. 1 in a container) goes first; `create_new`
+        // then never follows a link planted there, nor keeps another file's mode.
+        let _ = std::fs::remove_file(&temporary);
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(FILE_MODE)
             .open(&temporary)
             .map_err(io_error(&temporary))?;
@@ -233,6 +247,21 @@ mod tests {
         assert_eq!(read_backoff(&certificate), Some(backoff));
         clear_backoff(&certificate);
         assert_eq!(read_backoff(&certificate), None);
+    }
+
+    #[test]
+    fn a_stored_certificate_without_its_key_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = certificate(dir.path());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issued = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap().self_signed(&key).unwrap();
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        write_certificate(&certificate, &issued.pem(), &other_key.serialize_pem()).unwrap();
+        let error = read_certificate(&certificate).unwrap_err().to_string();
+        assert!(error.contains("key.pem") && error.contains("cannot be served with cert.pem"), "{error}");
+        std::fs::remove_file(certificate.key_file()).unwrap();
+        let error = read_certificate(&certificate).unwrap_err().to_string();
+        assert!(error.contains("key.pem"), "{error}");
     }
 
     #[test]

@@ -57,19 +57,22 @@ impl TlsAlpnChallenges {
 
     /// Answers the challenge of `identifier` (a route's exact `sni` name) with the certificate for
     /// `key_authorization` (RFC 8555 §8.1: `token.thumbprint`), replacing one already pending.
-    pub fn add(&self, identifier: &str, key_authorization: &str) -> Result<(), ChallengeError> {
+    /// The answer is what [`TlsAlpnChallenges::remove`] takes back.
+    pub fn add(&self, identifier: &str, key_authorization: &str) -> Result<Answer, ChallengeError> {
         let name = canonicalize(identifier.as_bytes())
             .filter(|name| !name.starts_with('*'))
             .ok_or_else(|| ChallengeError::Identifier(identifier.to_string()))?;
-        let certified = challenge_certificate(&name, key_authorization)?;
-        self.pending.write().insert(name, Arc::new(certified));
-        Ok(())
+        let certified = Arc::new(challenge_certificate(&name, key_authorization)?);
+        self.pending.write().insert(name.clone(), certified.clone());
+        Ok(Answer { name, certified })
     }
 
-    /// Stops answering the challenge of `identifier` (validated, failed or abandoned).
-    pub fn remove(&self, identifier: &str) {
-        if let Some(name) = canonicalize(identifier.as_bytes()) {
-            self.pending.write().remove(&name);
+    /// Stops answering with `answer` (validated, failed or abandoned); a later answer for the
+    /// same name, added since, stays.
+    pub fn remove(&self, answer: &Answer) {
+        let mut pending = self.pending.write();
+        if pending.get(&answer.name).is_some_and(|current| Arc::ptr_eq(current, &answer.certified)) {
+            pending.remove(&answer.name);
         }
     }
 
@@ -83,6 +86,13 @@ impl TlsAlpnChallenges {
         let pending = self.pending.read().contains_key(server_name?);
         pending.then(|| self.config.clone())
     }
+}
+
+/// One pending challenge certificate, as added.
+#[derive(Debug)]
+pub struct Answer {
+    name: String,
+    certified: Arc<CertifiedKey>,
 }
 
 /// name → challenge certificate, and the resolver that picks one by the hello's server name.
@@ -179,7 +189,7 @@ mod tests {
     #[test]
     fn only_an_acme_tls_hello_for_a_pending_name_is_a_challenge() {
         let challenges = TlsAlpnChallenges::new();
-        challenges.add("A.Test.", KEY_AUTHORIZATION).unwrap();
+        let answer = challenges.add("A.Test.", KEY_AUTHORIZATION).unwrap();
         assert!(challenges.config_for(Some(NAME), &acme_alpn()).is_some());
         assert!(challenges.config_for(Some("b.test"), &acme_alpn()).is_none(), "no pending challenge");
         assert!(challenges.config_for(None, &acme_alpn()).is_none(), "no SNI");
@@ -188,7 +198,7 @@ mod tests {
         let with_h2 = vec![ACME_TLS_ALPN.to_vec(), b"h2".to_vec()];
         assert!(challenges.config_for(Some(NAME), &with_h2).is_none(), "ALPN must be exactly acme-tls/1");
 
-        challenges.remove(NAME);
+        challenges.remove(&answer);
         assert!(challenges.config_for(Some(NAME), &acme_alpn()).is_none(), "removed");
     }
 
@@ -204,12 +214,15 @@ mod tests {
     }
 
     #[test]
-    fn adding_again_replaces_the_pending_certificate() {
+    fn adding_again_replaces_the_pending_certificate_and_removing_the_first_keeps_it() {
         let challenges = TlsAlpnChallenges::new();
-        challenges.add(NAME, "first.thumbprint").unwrap();
+        let first_answer = challenges.add(NAME, "first.thumbprint").unwrap();
         let first = pending_certificate(&challenges, NAME);
         challenges.add(NAME, KEY_AUTHORIZATION).unwrap();
-        assert_ne!(pending_certificate(&challenges, NAME), first);
+        let second = pending_certificate(&challenges, NAME);
+        assert_ne!(second, first);
+        challenges.remove(&first_answer);
+        assert_eq!(pending_certificate(&challenges, NAME), second, "the later answer stays");
     }
 
     #[test]
@@ -229,9 +242,9 @@ mod tests {
     #[test]
     fn handshake_for_a_removed_name_fails() {
         let challenges = TlsAlpnChallenges::new();
-        challenges.add(NAME, KEY_AUTHORIZATION).unwrap();
+        let answer = challenges.add(NAME, KEY_AUTHORIZATION).unwrap();
         let config = challenges.config_for(Some(NAME), &acme_alpn()).expect("challenge connection");
-        challenges.remove(NAME);
+        challenges.remove(&answer);
         let (_, result) = handshake(config, NAME);
         assert!(result.is_err(), "a removed challenge must not be answered");
     }

@@ -46,6 +46,9 @@ const HANDSHAKE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// long enough to smooth a burst, short enough that a client at the limit is told soon.
 const RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The handshake-gate queue of TLS-ALPN-01 validations: empty, a name no route has (`check`
+/// refuses an empty route name).
+const ACME_CHALLENGE_SLOTS: &str = "";
 /// Fatal `unrecognized_name` alert (TLS record, alert level 2, description 112).
 const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 /// Fatal `internal_error` alert (description 80), before any handshake: a limit refuses the client.
@@ -275,7 +278,7 @@ async fn admit<'r>(
     }
     if let Some(config) = context.acme_challenges.config_for(hello.server_name.as_deref(), &hello.alpn) {
         // Boxed: a validation is rare, and its handshake would otherwise grow every admission.
-        return Err(Box::pin(answer_acme_challenge(stream, received.bytes, config, limits.handshake_timeout)).await);
+        return Err(Box::pin(answer_acme_challenge(stream, received.bytes, config, context)).await);
     }
     let Some(route) = routes.resolve_with_alpn(hello.server_name.as_deref(), &hello.alpn) else {
         let _ = stream.write_all(&ALERT_UNRECOGNIZED_NAME).await;
@@ -298,19 +301,28 @@ async fn refuse_certificate_pending(mut stream: TcpStream) -> Close {
 }
 
 /// Completes a TLS-ALPN-01 validation's handshake with its challenge certificate, then closes:
-/// the CA only checks the certificate (RFC 8737 §3), nothing is relayed.
+/// the CA only checks the certificate (RFC 8737 §3), nothing is relayed. The handshake takes a
+/// `max_handshakes` slot like any other (under the route name no route has, so it gets a fair
+/// share): anyone may offer `acme-tls/1` for a name being validated.
 async fn answer_acme_challenge(
-    stream: TcpStream,
+    mut stream: TcpStream,
     received: Vec<u8>,
     config: Arc<rustls::ServerConfig>,
-    handshake_timeout: std::time::Duration,
+    context: &Context,
 ) -> Close {
-    let handshake = TlsAcceptor::from(config).accept(Prefixed::new(received, stream));
-    match tokio::time::timeout(handshake_timeout, handshake).await {
-        Ok(Ok(mut tls_stream)) => {
-            let _ = tls_stream.shutdown().await;
-            Close::because(CloseCause::AcmeChallenge, "TLS-ALPN-01 challenge certificate served")
-        }
+    let slot = context.handshakes.acquire(ACME_CHALLENGE_SLOTS, None);
+    let Ok(_handshake_permit) = tokio::time::timeout(HANDSHAKE_QUEUE_WAIT, slot).await else {
+        let close = Close::because(CloseCause::HandshakeLimit, "TLS-ALPN-01 challenge: no handshake slot");
+        return refuse_before_handshake(&mut stream, close).await;
+    };
+    let answered = async {
+        let mut tls_stream = TlsAcceptor::from(config).accept(Prefixed::new(received, stream)).await?;
+        // The CA may close first, once it has seen the certificate: not a failure.
+        let _ = tls_stream.shutdown().await;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(context.limits.handshake_timeout, answered).await {
+        Ok(Ok(())) => Close::because(CloseCause::AcmeChallenge, "TLS-ALPN-01 challenge certificate served"),
         Ok(Err(error)) => Close::because(CloseCause::HandshakeFailed, format!("TLS-ALPN-01 challenge: {error}")),
         Err(_) => Close::because(CloseCause::HandshakeTimeout, "TLS-ALPN-01 challenge"),
     }

@@ -122,7 +122,7 @@ const STORAGE: &str = "acme";
 /// The bound on a first issuance (account, order, validation, finalize, reload).
 const ISSUANCE_WAIT: Duration = Duration::from_secs(60);
 /// Every `result` of `snigate_acme_orders_total`.
-const ORDER_RESULTS: [&str; 5] = ["issued", "unreachable", "refused", "invalid", "storage_failed"];
+const ORDER_RESULTS: [&str; 5] = ["issued", "unreachable", "refused", "invalid", "local_failed"];
 
 /// A directory holding a snigate config (acme routes to an echo backend), its ACME storage and the
 /// logs of the runs of the binary on it.
@@ -544,7 +544,7 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
     assert!(child.child.try_wait().unwrap().is_none(), "snigate exited:\n{}", child.log_text());
     let health = http_get(admin, "/healthz").await.expect("/healthz");
     assert_eq!(health.status, 200);
-    for result in ["issued", "refused", "invalid", "storage_failed"] {
+    for result in ["issued", "refused", "invalid", "local_failed"] {
         assert_eq!(orders(admin, result).await, 0.0, "{result}");
     }
 }
