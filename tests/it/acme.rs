@@ -547,6 +547,13 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
     for result in ["issued", "refused", "invalid", "local_failed"] {
         assert_eq!(orders(admin, result).await, 0.0, "{result}");
     }
+
+    // A restart does not start the back-off over: it waits out the one stored, counting on.
+    child.signal("TERM");
+    assert!(child.wait_exit(WAIT).await.success(), "exit after SIGTERM");
+    let child = deployment.start().await;
+    child.wait_for_log("ACME back-off from before the restart; waiting").await;
+    assert_eq!(orders(admin, "unreachable").await, 0.0, "no attempt at once after the restart");
 }
 
 /// When `snigate_acme_orders_total{result="unreachable"}` was first seen at 1, 2, … `count`
@@ -836,4 +843,72 @@ async fn the_key_type_picks_the_certificate_key() {
 fn public_key_algorithm(der: &CertificateDer<'_>) -> x509_parser::der_parser::oid::Oid<'static> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("X.509 certificate");
     cert.public_key().algorithm.algorithm.to_owned()
+}
+
+/// `acme` on a passthrough route (its backend holds the certificate) is refused at `acme:`.
+#[test]
+fn check_refuses_acme_on_a_route_that_does_not_terminate() {
+    let pki = Pki::new();
+    let ca = pki.ca("directory-ca", "directory CA");
+    let (config, text) = check_config(&pki, &ca, &[NAME], "acme");
+    let text = text.replace("mode: terminate", "mode: passthrough");
+    assert!(text.contains("mode: passthrough"), "{text}");
+    std::fs::write(&config, &text).unwrap();
+    assert_refused_at(&config, &[line_of(&text, "acme:")], "`mode: passthrough`");
+}
+
+/// A reload that adds a name to an acme route orders the new set of names, while the names it
+/// had keep being served the certificate they had: no handshake for them is refused meanwhile.
+/// The new certificate then covers both names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_added_by_a_reload_is_ordered_while_the_others_keep_their_certificate() {
+    let Some(site) = AcmeSite::start(None).await else { return };
+    let acme = site.acme(STORAGE);
+    let mut deployment = Deployment::single(site.listen, &acme).await;
+    let (child, first, client) = issue(&site, &mut deployment).await;
+    let text = std::fs::read_to_string(&deployment.config).unwrap();
+    let added = text.replacen(&format!("[{}]", q(NAME)), &format!("[{}, {}]", q(NAME), q("b.test")), 1);
+    assert_ne!(added, text, "the sni list was rewritten:\n{text}");
+    std::fs::write(&deployment.config, added).unwrap();
+    child.signal("HUP");
+    child.wait_for_log("SIGHUP: reloaded").await;
+
+    let deadline = Instant::now() + ISSUANCE_WAIT;
+    let renewed = loop {
+        let served = handshake(deployment.listen, &client).await.unwrap_or_else(|error| {
+            panic!("a handshake for {NAME} failed while b.test was ordered: {error}\n{}", child.log_text())
+        });
+        if served.leaf() != first.leaf() {
+            break served;
+        }
+        assert!(Instant::now() < deadline, "no certificate for both names:\n{}", child.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(renewed.leaf()).unwrap();
+    let names = parsed.subject_alternative_name().unwrap().expect("SAN").value.general_names.len();
+    assert_eq!(names, 2, "the new certificate covers {NAME} and b.test");
+    let (mut b, _) = tls_connect(deployment.listen, client.clone(), "b.test").await.expect("b.test served");
+    echo(&mut b, b"the added name").await.expect("relayed");
+    // Another set of names is another certificate: its own folder, its own label (the first one's
+    // series went with the reload that dropped it).
+    assert_eq!(entries(&deployment.storage(), &format!("{NAME}-")).len(), 2, "a folder per set of names");
+    wait_for_orders(deployment.admin, "issued", 1.0, WAIT).await;
+}
+
+/// A stored certificate whose key is gone cannot be served: the restart logs it and orders anew
+/// (a new leaf), instead of waiting for the renewal with the route refusing clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_certificate_without_its_key_is_ordered_anew_at_restart() {
+    let Some(site) = AcmeSite::start(None).await else { return };
+    let mut deployment = Deployment::on(&site, site.acme(STORAGE)).await;
+    let (mut child, before, client) = issue(&site, &mut deployment).await;
+    child.signal("TERM");
+    assert!(child.wait_exit(WAIT).await.success(), "exit after SIGTERM");
+    std::fs::remove_file(certificate_dir(&deployment.storage()).join("key.pem")).unwrap();
+
+    let child = deployment.start().await;
+    let (after, _) = first_certificate(&deployment, &client, &child, ISSUANCE_WAIT).await;
+    assert_ne!(after.leaf(), before.leaf(), "a new certificate, not the one without its key");
+    child.wait_for_log("the stored certificate cannot be read; ordering a new one").await;
+    wait_for_orders(deployment.admin, "issued", 1.0, WAIT).await;
 }
