@@ -288,6 +288,10 @@ fn unix_now() -> i64 {
     now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The `tls:` keys of the served certificate: on an `acme:` route, the stored files' (expected
+/// to be missing until the first issuance), not the file's.
+const CERTIFICATE_FIELDS: [&str; 4] = ["tls", "cert", "key", "cert_dir"];
+
 /// What a route's TLS is built with besides its `tls:` section.
 struct BuildTls<'a> {
     identity: Identity,
@@ -314,21 +318,27 @@ fn build_route_tls(
     };
     match (raw_route.mode, &raw_route.tls) {
         (Mode::Terminate, Some(raw_tls)) if raw_tls.acme.is_some() => {
-            let (cert, key) = built.acme?.served_files(built.now)?;
+            // Built with the stored files, or with none yet: the rest of `tls:` (client CA, CRLs,
+            // ALPN) is checked either way.
+            let stored = built.acme?.served_files(built.now);
             let mut settings = tls_settings(raw_tls, &raw_route.alpn);
-            (settings.cert, settings.key) = (Some(cert), Some(key));
-            match RouteTls::build(&raw_route.name, &settings, built.identity, built.base_dir, cache) {
-                Ok(built) => Some(built.tls),
-                Err(problems) => {
-                    // A stored certificate that no longer loads is replaced by a new order.
-                    let storage = raw_tls.acme.as_ref().map_or(String::new(), |raw| raw.storage.display().to_string());
-                    let position = report.at.find_value("storage", &storage, span);
-                    let problems = problems.into_iter().map(|problem| problem.message).collect::<Vec<_>>().join("; ");
-                    let message = format!("the stored ACME certificate does not load ({problems}); ordering a new one");
-                    found.certificate.push(report.error(position, message));
-                    None
-                }
+            (settings.cert, settings.key) = stored.clone().unzip();
+            let problems = match RouteTls::build(&raw_route.name, &settings, built.identity, built.base_dir, cache) {
+                Ok(built) => return Some(built.tls),
+                Err(problems) => problems,
+            };
+            let (certificate, other): (Vec<_>, Vec<_>) =
+                problems.into_iter().partition(|problem| CERTIFICATE_FIELDS.contains(&problem.field));
+            found.errors.extend(other.into_iter().map(place));
+            if stored.is_some() && !certificate.is_empty() {
+                // The task sees the same problem in the stored pair and orders a new one.
+                let storage = raw_tls.acme.as_ref().map_or(String::new(), |raw| raw.storage.display().to_string());
+                let position = report.at.find_value("storage", &storage, span);
+                let problems = certificate.into_iter().map(|problem| problem.message).collect::<Vec<_>>().join("; ");
+                let message = format!("the stored ACME certificate does not load ({problems}); ordering a new one");
+                found.certificate.push(report.error(position, message));
             }
+            None
         }
         (Mode::Terminate, Some(raw_tls)) => {
             let settings = tls_settings(raw_tls, &raw_route.alpn);

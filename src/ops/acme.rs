@@ -6,9 +6,9 @@
 //! the account (stored, or created once per storage and directory), a new order for the names,
 //! the TLS-ALPN-01 challenge of each name added to [`TlsAlpnChallenges`] (so the listener answers
 //! the CA's validation), the challenges set ready, the order polled until ready, a CSR for a fresh
-//! key of `key_type` (P-256 by default), the chain polled until issued, both written to storage (`acme_storage.rs`), the
-//! challenges removed, and a reload asked for, the same path as SIGHUP: the load serves the stored
-//! files, live sessions keep the certificate they started with. A failure keeps the last good
+//! key of `key_type` (P-256 by default), the chain polled until issued, both written to storage
+//! (`acme_storage.rs`), the challenges removed, and a reload asked for, the same path as SIGHUP:
+//! the load serves the stored files, live sessions keep the certificate they started with. A failure keeps the last good
 //! certificate (a route with none refuses handshakes: `certificate_pending`) and is retried with
 //! back-off; every step is logged and every attempt counted (`snigate_acme_orders_total`).
 

@@ -912,3 +912,15 @@ async fn a_stored_certificate_without_its_key_is_ordered_anew_at_restart() {
     child.wait_for_log("the stored certificate cannot be read; ordering a new one").await;
     wait_for_orders(deployment.admin, "issued", 1.0, WAIT).await;
 }
+
+/// An acme route with no certificate yet still has the rest of its `tls:` checked: a missing
+/// `client_ca` is refused at its line (not hidden behind the certificate still to come).
+#[test]
+fn check_refuses_a_broken_client_ca_on_an_acme_route_without_a_certificate_yet() {
+    let pki = Pki::new();
+    let ca = pki.ca("directory-ca", "directory CA");
+    let (config, text) = check_config(&pki, &ca, &[NAME], "acme");
+    let text = text.replacen("acme:", "client_auth: required\n      client_ca: missing-ca.pem\n      acme:", 1);
+    std::fs::write(&config, &text).unwrap();
+    assert_refused_at(&config, &[line_of(&text, "missing-ca.pem")], "missing-ca.pem");
+}
