@@ -505,14 +505,17 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
     let admin = deployment.admin;
 
     // The first three failures: at start, ~2 s later, then ~4 s later (the README allows ±10 %
-    // jitter; the polls add up to ~0.1 s).
-    let failed = failure_times(admin, 3, Duration::from_secs(15), &child).await;
+    // jitter). Counted as they come; the gaps are read off the log's timestamps, which a slow
+    // scrape of a loaded machine does not shift.
+    failure_times(admin, 3, Duration::from_secs(15), &child).await;
     let failures =
         || child.log_text().lines().filter(|l| l.contains("ACME attempt failed")).collect::<Vec<_>>().join("\n");
-    let (first_retry, second_retry) = (failed[1] - failed[0], failed[2] - failed[1]);
+    let logged = failure_log_seconds(&child.log_text());
+    assert!(logged.len() >= 3, "three failures logged:\n{}", failures());
+    let (first_retry, second_retry) = (logged[1] - logged[0], logged[2] - logged[1]);
     assert!(
-        (1.5..=3.0).contains(&first_retry.as_secs_f64()) && (3.2..=5.5).contains(&second_retry.as_secs_f64()),
-        "retries {first_retry:?} then {second_retry:?}, not 2 s then 4 s:\n{}",
+        (1.7..=2.6).contains(&first_retry) && (3.5..=4.9).contains(&second_retry),
+        "retries {first_retry:.3} s then {second_retry:.3} s, not 2 s then 4 s:\n{}",
         failures()
     );
     // The third retry, ~8 s away (the gauge has whole seconds).
@@ -554,6 +557,28 @@ async fn a_ca_down_at_start_is_retried_with_back_off_and_counted() {
     let child = deployment.start().await;
     child.wait_for_log("ACME back-off from before the restart; waiting").await;
     assert_eq!(orders(admin, "unreachable").await, 0.0, "no attempt at once after the restart");
+}
+
+/// The times of the `ACME attempt failed` lines of a JSON log, seconds since the first one's
+/// midnight (from their `"timestamp":"…THH:MM:SS.ffffffZ"`).
+fn failure_log_seconds(log: &str) -> Vec<f64> {
+    let of_day = |line: &str| -> Option<f64> {
+        let at = line.find("\"timestamp\":\"")? + "\"timestamp\":\"".len();
+        let time = line[at..].split_once('T')?.1.split_once('Z')?.0;
+        let mut parts = time.split(':');
+        let (h, m, sec): (f64, f64, f64) =
+            (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        Some(h * 3600.0 + m * 60.0 + sec)
+    };
+    let mut seconds: Vec<f64> =
+        log.lines().filter(|line| line.contains("ACME attempt failed")).filter_map(of_day).collect();
+    // A run across midnight: later lines are on the next day.
+    for i in 1..seconds.len() {
+        if seconds[i] < seconds[i - 1] {
+            seconds[i] += 86_400.0;
+        }
+    }
+    seconds
 }
 
 /// When `snigate_acme_orders_total{result="unreachable"}` was first seen at 1, 2, … `count`
