@@ -75,6 +75,10 @@ pub struct AcmeCertificate {
     pub eab: Option<Eab>,
     /// The routes serving it, in file order.
     pub routes: Vec<String>,
+    /// The leaf (DER) this load serves from the certificate's own files, if it does: what the
+    /// ACME task compares storage with, to see a certificate another process sharing the storage
+    /// issued (not an order setting: `same_order` ignores it).
+    pub loaded_leaf: Option<Vec<u8>>,
 }
 
 impl AcmeCertificate {
@@ -263,8 +267,16 @@ impl AcmeCertificates {
             key_type: raw.key_type,
             eab,
             routes: vec![raw_route.name.clone()],
+            loaded_leaf: None,
         };
         self.share(certificate, report, acme_at, errors)
+    }
+
+    /// Records the leaf a route of certificate `id` was built with from its own stored files.
+    pub(super) fn loaded(&mut self, id: &str, leaf: &[u8]) {
+        if let Some(certificate) = self.0.iter_mut().find(|certificate| certificate.id == id) {
+            certificate.loaded_leaf = Some(leaf.to_vec());
+        }
     }
 
     /// Adds `certificate`, or its route to the same certificate asked for before.

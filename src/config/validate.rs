@@ -96,6 +96,13 @@ pub(super) fn validate(
         };
         let built = BuildTls { identity: backend.identity, acme: acme.as_ref(), base_dir, now };
         let route_tls = build_route_tls(raw_route, built, &mut cache, report, span, &mut found);
+        if let (Some(acme), Some(route_tls)) = (&acme, &route_tls) {
+            // Its own files when they exist (`served_files` prefers them), else a fallback's.
+            let leaf = route_tls.certificates.served.certified.end_entity_cert();
+            if let (true, Ok(leaf)) = (acme.cert_file().exists(), leaf) {
+                acme_certificates.loaded(&acme.id, leaf);
+            }
+        }
         if let (Some(route_tls), Some(raw_tls)) = (&route_tls, &raw_route.tls) {
             let sni = names.patterns[first_pattern..].iter().map(|(pattern, _)| pattern.key());
             let sni = raw_route.sni.iter().zip(sni);

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AcmeCertificate, AcmeKeyType};
 use crate::metrics::{AcmeResult, Metrics};
 use crate::ops::acme_http::{AcmeHttp, ClientError, RetryAfter};
+use crate::ops::acme_mirror;
 use crate::ops::acme_schedule::{self, Failure};
 use crate::ops::acme_storage::{self, StorageError, Stored};
 use crate::ops::server::ReloadHandle;
@@ -36,6 +37,8 @@ use crate::proxy::acme_challenge::{Answer, ChallengeError, TlsAlpnChallenges};
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the CA may take to issue once the order is finalized.
 const ISSUANCE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often a task waiting on another process's order lock looks again.
+const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// Asking the CA for the renewal window (directory and ARI): it is advice, skipped when slow.
 const ARI_TIMEOUT: Duration = Duration::from_secs(30);
 /// One whole attempt, account to stored chain: bounds what the request and poll timeouts miss
@@ -129,15 +132,17 @@ struct Following {
     stop: CancellationToken,
 }
 
-/// The tasks of the running config's ACME certificates.
+/// The tasks of the running config's ACME certificates, and the challenge mirror of each storage.
 pub struct AcmeManager {
     shared: Arc<Shared>,
     tasks: HashMap<String, Following>,
+    mirrors: HashMap<PathBuf, CancellationToken>,
 }
 
 impl Drop for AcmeManager {
     fn drop(&mut self) {
         self.tasks.values().for_each(|task| task.stop.cancel());
+        self.mirrors.values().for_each(CancellationToken::cancel);
     }
 }
 
@@ -150,7 +155,7 @@ impl AcmeManager {
             accounts: tokio::sync::Mutex::default(),
             validating: std::sync::Mutex::default(),
         };
-        AcmeManager { shared: Arc::new(shared), tasks: HashMap::new() }
+        AcmeManager { shared: Arc::new(shared), tasks: HashMap::new(), mirrors: HashMap::new() }
     }
 
     /// Follows exactly `certificates` from now on: a task for each new or changed one, none for
@@ -176,20 +181,42 @@ impl AcmeManager {
             tokio::spawn(keep_certified(self.shared.clone(), certificate.clone(), stop.clone()));
             self.tasks.insert(certificate.id.clone(), Following { certificate: certificate.clone(), stop });
         }
+        self.mirror(certificates);
+    }
+
+    /// A challenge mirror for each storage `certificates` use, none for the others.
+    fn mirror(&mut self, certificates: &[AcmeCertificate]) {
+        self.mirrors.retain(|storage, stop| {
+            let used = certificates.iter().any(|certificate| &certificate.storage == storage);
+            if !used {
+                stop.cancel();
+            }
+            used
+        });
+        for certificate in certificates {
+            if self.mirrors.contains_key(&certificate.storage) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let (storage, challenges) = (certificate.storage.clone(), self.shared.challenges.clone());
+            tokio::spawn(acme_mirror::mirror(storage, challenges, stop.clone()));
+            self.mirrors.insert(certificate.storage.clone(), stop);
+        }
     }
 }
 
 /// What a task does next.
 enum Next {
-    /// The certificate is renewed at this Unix time; look again then.
-    RenewAt(i64),
+    /// The stored certificate (its leaf) is renewed at this Unix time; look again then.
+    RenewAt { due: i64, leaf: Vec<u8> },
     /// Order now; `replacing` is the certificate renewed, if any.
     Order { replacing: Option<Stored> },
 }
 
 /// Keeps `certificate` issued and fresh until `stop`.
 async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop: CancellationToken) {
-    let mut task = CertificateTask { shared, certificate, failures: 0, issued_at: None };
+    let known_leaf = certificate.loaded_leaf.clone();
+    let mut task = CertificateTask { shared, certificate, failures: 0, issued_at: None, known_leaf, waiting: false };
     if let Some(wait) = task.resume_backoff() {
         if !sleep(wait, &stop).await {
             return;
@@ -203,11 +230,18 @@ async fn keep_certified(shared: Arc<Shared>, certificate: AcmeCertificate, stop:
             step = step => step,
         };
         let wait = match step {
-            Next::RenewAt(due) => {
+            Next::RenewAt { due, leaf } => {
+                task.serve_if_new(leaf).await;
                 task.shared.metrics.acme_next_attempt(&task.certificate.id, due);
                 Duration::from_secs(u64::try_from(due.saturating_sub(unix_now())).unwrap_or(0))
             }
             Next::Order { replacing } => {
+                let Some(_lock) = task.take_order_lock(replacing.as_ref()) else {
+                    if !sleep(LOCK_RETRY, &stop).await {
+                        return;
+                    }
+                    continue;
+                };
                 let attempt = obtain(&task.shared, &task.certificate, replacing.as_ref());
                 let obtained = tokio::select! {
                     biased;
@@ -238,16 +272,59 @@ async fn sleep(wait: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
-/// One certificate's task: its failures in a row, and when this task last had it issued.
+/// One certificate's task: its failures in a row, when this task last had it issued, and the
+/// leaf the running table serves from its files.
 struct CertificateTask {
     shared: Arc<Shared>,
     certificate: AcmeCertificate,
     failures: u32,
     /// Unix seconds.
     issued_at: Option<i64>,
+    known_leaf: Option<Vec<u8>>,
+    /// Another process holds the order lock (logged once per wait).
+    waiting: bool,
 }
 
 impl CertificateTask {
+    /// The order lock, unless another process sharing the storage holds it, or issued the
+    /// certificate since `replacing` was looked at (then the next look serves theirs). A storage
+    /// that cannot be locked is a failure like any other of storage.
+    fn take_order_lock(&mut self, replacing: Option<&Stored>) -> Option<acme_storage::OrderLock> {
+        let id = self.certificate.id.as_str();
+        let lock = match acme_storage::try_lock_order(&self.certificate) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                if !std::mem::replace(&mut self.waiting, true) {
+                    tracing::info!(
+                        certificate = id,
+                        "another process sharing the storage is ordering this certificate; waiting for it"
+                    );
+                }
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(certificate = id, %error, "the order lock cannot be taken; ordering without it");
+                self.waiting = false;
+                return Some(acme_storage::OrderLock::none());
+            }
+        };
+        self.waiting = false;
+        let now_stored = acme_storage::read_certificate(&self.certificate).ok().flatten();
+        let issued_meanwhile = now_stored.is_some_and(|now| replacing.is_none_or(|before| before.leaf != now.leaf));
+        (!issued_meanwhile).then_some(lock)
+    }
+
+    /// Has the proxy serve a stored certificate it does not serve yet: one another process
+    /// sharing the storage issued.
+    async fn serve_if_new(&mut self, leaf: Vec<u8>) {
+        if self.known_leaf.as_ref() == Some(&leaf) {
+            return;
+        }
+        self.known_leaf = Some(leaf);
+        tracing::info!(certificate = %self.certificate.id, "the stored certificate is not the one served (another process issued it); reloading");
+        self.shared.reload_for(&self.certificate).await;
+    }
+
     /// The back-off a previous run of the proxy left: its failures count on (a proxy restarted in
     /// a loop slower than the back-off does not start it over), and while it has not run out, how
     /// long to wait.
@@ -272,6 +349,8 @@ impl CertificateTask {
     async fn issued(&mut self) {
         self.failures = 0;
         self.issued_at = Some(unix_now());
+        let stored = acme_storage::read_certificate(&self.certificate).ok().flatten();
+        self.known_leaf = stored.map(|stored| stored.leaf.to_vec());
         acme_storage::clear_backoff(&self.certificate);
         self.shared.metrics.acme_attempt(&self.certificate.id, AcmeResult::Issued);
         self.shared.reload_for(&self.certificate).await;
@@ -341,7 +420,7 @@ async fn next_step(shared: &Shared, certificate: &AcmeCertificate, first_try: bo
         renew_at = due,
         "stored certificate is valid; renewal scheduled"
     );
-    Next::RenewAt(due)
+    Next::RenewAt { due, leaf: stored.leaf.to_vec() }
 }
 
 /// One attempt: order, validate, finalize, store. The challenges are removed however it ends;
@@ -353,7 +432,12 @@ async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Optio
     let account = shared.account(certificate).await?.account;
     let mut order = place_order(&account, certificate, replacing).await?;
     tracing::info!(certificate = id, order = order.url(), "ACME order placed");
-    let answering = Answering { challenges: &shared.challenges, answers: Vec::new() };
+    let answering = Answering {
+        challenges: &shared.challenges,
+        storage: &certificate.storage,
+        answers: Vec::new(),
+        published: Vec::new(),
+    };
     let answering = answer_challenges(&mut order, answering, id).await?;
     let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(VALIDATION_TIMEOUT);
     let status = order.poll_ready(&retries).await.map_err(AcmeError::from_acme)?;
@@ -421,24 +505,30 @@ fn certificate_key(key_type: AcmeKeyType) -> Result<KeyPair, rcgen::Error> {
     }
 }
 
-/// The challenge certificates being served for an order; removed when dropped.
+/// The challenge answers of an order: served by this process and published in its storage for
+/// the others sharing it; both taken back when dropped.
 struct Answering<'a> {
     challenges: &'a TlsAlpnChallenges,
+    storage: &'a std::path::Path,
     answers: Vec<Answer>,
+    published: Vec<String>,
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
         self.answers.iter().for_each(|answer| self.challenges.remove(answer));
+        self.published.iter().for_each(|name| acme_storage::remove_challenge(self.storage, name));
     }
 }
 
-/// Serves the TLS-ALPN-01 challenge of each pending authorization and tells the CA it is ready.
+/// Serves and publishes the TLS-ALPN-01 challenge of each pending authorization, waits until the
+/// processes sharing the storage have loaded them, then tells the CA each is ready.
 async fn answer_challenges<'a>(
     order: &mut Order,
     mut answering: Answering<'a>,
     id: &str,
 ) -> Result<Answering<'a>, AcmeError> {
+    let mut pending = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
         let mut authorization = authorization.map_err(AcmeError::from_acme)?;
@@ -448,10 +538,30 @@ async fn answer_challenges<'a>(
             AuthorizationStatus::Valid => continue,
             status => return Err(AcmeError::Invalid(format!("authorization for {name} is {status:?}"))),
         }
-        let mut challenge =
+        let challenge =
             authorization.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| AcmeError::NoTlsAlpn(name.clone()))?;
-        let answer = answering.challenges.add(&name, challenge.key_authorization().as_str())?;
-        answering.answers.push(answer);
+        let key_authorization = challenge.key_authorization().as_str().to_string();
+        answering.answers.push(answering.challenges.add(&name, &key_authorization)?);
+        let (storage, file_name) = (answering.storage.to_path_buf(), name.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            acme_storage::write_challenge(&storage, &file_name, &key_authorization)
+        });
+        written.await.map_err(|error| AcmeError::Blocking(error.to_string()))??;
+        answering.published.push(name.clone());
+        pending.push(name);
+    }
+    if pending.is_empty() {
+        return Ok(answering);
+    }
+    tokio::time::sleep(acme_mirror::PUBLISH_WAIT).await;
+    let mut authorizations = order.authorizations();
+    while let Some(authorization) = authorizations.next().await {
+        let mut authorization = authorization.map_err(AcmeError::from_acme)?;
+        let name = authorization.identifier().to_string();
+        if !pending.contains(&name) {
+            continue;
+        }
+        let Some(mut challenge) = authorization.challenge(ChallengeType::TlsAlpn01) else { continue };
         challenge.set_ready().await.map_err(AcmeError::from_acme)?;
         tracing::info!(certificate = id, name, "ACME challenge ready");
     }

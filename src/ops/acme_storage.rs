@@ -114,6 +114,70 @@ pub fn clear_backoff(certificate: &AcmeCertificate) {
     let _ = std::fs::remove_file(backoff_file(certificate));
 }
 
+/// Held while this process orders a certificate: an exclusive `flock` on `<folder>/.lock`, so
+/// processes sharing a storage (`reuse_port` siblings, replicas on one volume) order it once.
+/// Released when dropped (the descriptor closes), and by the kernel if the process dies.
+#[derive(Debug)]
+pub struct OrderLock {
+    /// Held for its descriptor: closing it releases the lock.
+    _file: Option<File>,
+}
+
+impl OrderLock {
+    /// No lock: for a storage where `flock` fails (the order goes on, unguarded).
+    pub fn none() -> OrderLock {
+        OrderLock { _file: None }
+    }
+}
+
+/// The order lock of `certificate`, or `None` while another process holds it.
+pub fn try_lock_order(certificate: &AcmeCertificate) -> Result<Option<OrderLock>, StorageError> {
+    let folder = certificate.folder();
+    create_private_dir(&folder)?;
+    let path = folder.join(".lock");
+    let file = OpenOptions::new().write(true).create(true).truncate(false).mode(FILE_MODE).open(&path);
+    let file = file.map_err(io_error(&path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(OrderLock { _file: Some(file) })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(error) => Err(io_error(&path)(error.into())),
+    }
+}
+
+/// Where the TLS-ALPN-01 answers of a storage's orders are written, one file per name holding
+/// its key authorization, so every process sharing the storage answers the CA's validation.
+fn challenges_dir(storage: &Path) -> PathBuf {
+    storage.join("challenges")
+}
+
+/// Publishes the key authorization of `name`'s pending challenge.
+pub fn write_challenge(storage: &Path, name: &str, key_authorization: &str) -> Result<(), StorageError> {
+    let dir = challenges_dir(storage);
+    create_private_dir(&dir)?;
+    Pending::write(&dir.join(name), key_authorization.as_bytes())?.commit()
+}
+
+pub fn remove_challenge(storage: &Path, name: &str) {
+    let _ = std::fs::remove_file(challenges_dir(storage).join(name));
+}
+
+/// The published challenges of `storage`: name → key authorization (temporary files and names
+/// that are no hostname are skipped).
+pub fn read_challenges(storage: &Path) -> std::collections::HashMap<String, String> {
+    let Ok(entries) = std::fs::read_dir(challenges_dir(storage)) else { return Default::default() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            if name.ends_with(".tmp") || name.starts_with('.') {
+                return None;
+            }
+            let key_authorization = std::fs::read_to_string(entry.path()).ok()?;
+            Some((name, key_authorization))
+        })
+        .collect()
+}
+
 /// The account's credentials at `file`, if stored.
 pub fn read_account(file: &Path) -> Result<Option<AccountCredentials>, StorageError> {
     let json = match std::fs::read(file) {
@@ -202,6 +266,7 @@ mod tests {
             key_type: crate::config::AcmeKeyType::P256,
             eab: None,
             routes: vec!["a".into()],
+            loaded_leaf: None,
         }
     }
 
@@ -235,6 +300,28 @@ mod tests {
             .filter(|name| name.ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn one_process_at_a_time_holds_a_certificates_order_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = certificate(dir.path());
+        let held = try_lock_order(&certificate).unwrap().expect("free");
+        // A second open file description, as another process would have.
+        assert!(try_lock_order(&certificate).unwrap().is_none(), "held");
+        drop(held);
+        assert!(try_lock_order(&certificate).unwrap().is_some(), "released");
+    }
+
+    #[test]
+    fn published_challenges_are_read_back_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_challenges(dir.path()).is_empty());
+        write_challenge(dir.path(), "a.test", "token.thumbprint").unwrap();
+        assert_eq!(read_challenges(dir.path()).get("a.test").map(String::as_str), Some("token.thumbprint"));
+        assert_eq!(mode(&dir.path().join("challenges/a.test")), 0o600);
+        remove_challenge(dir.path(), "a.test");
+        assert!(read_challenges(dir.path()).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub(crate) mod acme;
 pub(crate) mod acme_http;
+pub(crate) mod acme_mirror;
 pub(crate) mod acme_schedule;
 pub(crate) mod acme_storage;
 pub mod admin;

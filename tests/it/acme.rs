@@ -164,11 +164,18 @@ impl Deployment {
     /// Runs `snigate --log-format json run` on the config (its log in `snigate-<run>.log`) and
     /// waits until `/healthz` answers: not `/readyz`, which says nothing about certificates.
     async fn start(&mut self) -> ChildProxy {
+        let (config, admin) = (self.config.clone(), self.admin);
+        self.start_with(&config, admin).await
+    }
+
+    /// [`Deployment::start`] with another config file (in the same directory, so the same
+    /// relative storage) whose admin endpoint is `admin`.
+    async fn start_with(&mut self, config: &Path, admin: SocketAddr) -> ChildProxy {
         self.runs += 1;
         let log = self.dir.path().join(format!("snigate-{}.log", self.runs));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
             .args(["--log-format", "json", "run", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .env("RUST_LOG", "snigate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -176,7 +183,7 @@ impl Deployment {
             .spawn()
             .expect("start the snigate binary");
         let mut child = ChildProxy { child, log };
-        wait_healthy(&mut child, self.admin).await;
+        wait_healthy(&mut child, admin).await;
         child
     }
 }
@@ -948,4 +955,58 @@ fn check_refuses_a_broken_client_ca_on_an_acme_route_without_a_certificate_yet()
     let text = text.replacen("acme:", "client_auth: required\n      client_ca: missing-ca.pem\n      acme:", 1);
     std::fs::write(&config, &text).unwrap();
     assert_refused_at(&config, &[line_of(&text, "missing-ca.pem")], "missing-ca.pem");
+}
+
+/// Two processes sharing one listener (`reuse_port`) and one storage, as siblings on a host or
+/// replicas on a shared volume: the certificate is ordered once (one holds the order lock, the
+/// other waits for it), pebble's validations are answered whichever process the kernel hands
+/// them to (the answers are published in the storage; pebble makes three connections per name,
+/// so without that most runs would fail), and both then serve the issued certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_a_storage_and_a_listener_order_once_and_both_serve_it() {
+    let Some(site) = AcmeSite::start(None).await else { return };
+    let mut deployment = Deployment::on(&site, site.acme(STORAGE)).await;
+    let text = format!("reuse_port: true\n{}", std::fs::read_to_string(&deployment.config).unwrap());
+    std::fs::write(&deployment.config, &text).unwrap();
+    let other_admin = closed_port().await;
+    let other_config = deployment.dir.path().join("routes-other.yaml");
+    std::fs::write(&other_config, text.replace(&deployment.admin.to_string(), &other_admin.to_string())).unwrap();
+
+    let client = client_of(&site.pebble).await;
+    let first = deployment.start().await;
+    let second = deployment.start_with(&other_config, other_admin).await;
+    let (served, _) = first_certificate(&deployment, &client, &first, ISSUANCE_WAIT).await;
+
+    // Both processes serve it: every handshake verifies and gets the one leaf, and each
+    // process's access log has a session of the route.
+    let admins = [deployment.admin, other_admin];
+    eventually(ISSUANCE_WAIT, "both processes serving the issued certificate", || {
+        let (client, listen, leaf) = (client.clone(), deployment.listen, served.leaf().clone());
+        async move {
+            for _ in 0..20 {
+                let mut session = handshake(listen, &client).await?;
+                if *session.leaf() != leaf {
+                    return Err("another leaf served".to_string());
+                }
+                echo(&mut session.stream, b"shared").await?;
+            }
+            for admin in admins {
+                let samples = scrape(admin).await;
+                let closed =
+                    metric(&samples, "snigate_connection_closes_total", &[("route", "web"), ("reason", "closed")]);
+                if closed.unwrap_or(0.0) < 1.0 {
+                    return Err(format!("no session through the process of {admin}"));
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let issued = orders(deployment.admin, "issued").await + orders(other_admin, "issued").await;
+    assert_eq!(issued, 1.0, "ordered once:\n{}\n---\n{}", first.log_text(), second.log_text());
+    assert_eq!(entries(&deployment.storage(), "account-").len(), 1, "one account");
+    let answered = metric(&scrape(deployment.admin).await, "snigate_acme_challenge_handshakes_total", &[])
+        .unwrap_or(0.0)
+        + metric(&scrape(other_admin).await, "snigate_acme_challenge_handshakes_total", &[]).unwrap_or(0.0);
+    assert!(answered >= 1.0, "the validations were answered");
 }
