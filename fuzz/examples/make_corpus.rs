@@ -6,7 +6,7 @@
 //!   records, split inside the handshake header, one byte per record, and followed by more records;
 //! - `inbound_parse`: PROXY v1 and v2 headers written from the HAProxy spec (TCP4/TCP6/UNKNOWN,
 //!   LOCAL, UDP, UNIX, TLVs including PP2_TYPE_SSL), some followed by the start of a hello;
-//! - `config_parse`: `routes.example.yaml` and variants;
+//! - `config_parse`: `routes.example.yaml` and variants (one with every `tls.acme` key);
 //! - `nginx_import`: the nginx configs of the import tests (`tests/data/nginx/`);
 //! - `haproxy_import`: the HAProxy configs of the import tests (`tests/data/haproxy/`) and a few
 //!   written for the lexer (quotes, escapes, variables) and missing certificates;
@@ -338,12 +338,43 @@ routes:
       identity: san_email
 "#;
 
+/// `tls.acme` (issue 19): every key, and the problems `check` names (a wildcard, an http
+/// directory, a contact without mailto:, acme beside cert, acme on a passthrough route). Paths
+/// stay under /nonexistent so a run reads nothing.
+const ACME: &str = r#"listen: ["127.0.0.1:8443"]
+routes:
+  - name: a
+    sni: [a.test, b.test]
+    mode: terminate
+    tls:
+      acme:
+        directory: https://127.0.0.1:14000/dir
+        contact: ["mailto:ops@example.com"]
+        storage: /nonexistent/acme
+        directory_ca: /nonexistent/ca.pem
+        renew_before: 30d
+        key_type: rsa2048
+        eab: {key_id: kid-1, hmac_key_file: /nonexistent/eab.key}
+    backend: {servers: ["127.0.0.1:1"]}
+  - name: w
+    sni: ["*.w.test"]
+    mode: terminate
+    tls: {cert: /nonexistent/w.pem, acme: {directory: "http://ca/dir", contact: [ops], storage: /nonexistent/s, renew_before: 0s}}
+    backend: {servers: ["127.0.0.1:2"]}
+  - name: p
+    sni: [p.test]
+    mode: passthrough
+    tls: {acme: {directory: "https://ca/dir", storage: /nonexistent/s}}
+    backend: {servers: ["127.0.0.1:3"]}
+"#;
+
 fn configs(dir: &Path) {
     write(dir, "routes-example.yaml", EXAMPLE.as_bytes());
     write(dir, "tcp-only-valid.yaml", TCP_ONLY.as_bytes());
     write(dir, "flow-style.yaml", FLOW_STYLE.as_bytes());
     write(dir, "many-errors.yaml", ERRORS.as_bytes());
     write(dir, "terminate-missing-files.yaml", ABSOLUTE_MISSING.as_bytes());
+    write(dir, "acme.yaml", ACME.as_bytes());
     write(
         dir,
         "anchors.yaml",
