@@ -230,7 +230,8 @@ pub fn websocket(data: &[u8]) {
     let _ = snigate::websocket::upgrade::check(data, &snigate::websocket::WebSocketSettings::default());
     let max_message_bytes = 4096;
     let mut whole = data.to_vec();
-    let at_once = Decoder::new(max_message_bytes).decode(&mut whole).map(|decoded| whole[..decoded.data_bytes].to_vec());
+    let at_once =
+        Decoder::new(max_message_bytes).decode(&mut whole).map(|decoded| whole[..decoded.data_bytes].to_vec());
     let mut decoder = Decoder::new(max_message_bytes);
     let mut bytewise = Vec::new();
     let mut failed = false;
