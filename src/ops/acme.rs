@@ -4,11 +4,12 @@
 //! `renew_before` its expiry, not before half its lifetime, sooner in the CA's ARI window), the
 //! task sleeps and asks the CA for nothing. When it is missing or due, the task places an order:
 //! the account (stored, or created once per storage and directory), a new order for the names,
-//! the TLS-ALPN-01 challenge of each name added to [`TlsAlpnChallenges`] (so the listener answers
-//! the CA's validation), the challenges set ready, the order polled until ready, a CSR for a fresh
-//! key of `key_type` (P-256 by default), the chain polled until issued, both written to storage
-//! (`acme_storage.rs`), the challenges removed, and a reload asked for, the same path as SIGHUP:
-//! the load serves the stored files, live sessions keep the certificate they started with. A failure keeps the last good
+//! the TLS-ALPN-01 answer of each name published in the storage (`acme_mirror.rs` loads it into
+//! the [`TlsAlpnChallenges`] the listeners answer from, in every process sharing the storage), the
+//! challenges set ready, the order polled until ready, a CSR for a fresh key of `key_type` (P-256
+//! by default), the chain polled until issued, both written to storage (`acme_storage.rs`), the
+//! answers withdrawn, and a reload asked for, the same path as SIGHUP: the load serves the stored
+//! files, live sessions keep the certificate they started with. A failure keeps the last good
 //! certificate (a route with none refuses handshakes: `certificate_pending`) and is retried with
 //! back-off; every step is logged and every attempt counted (`snigate_acme_orders_total`).
 
@@ -18,8 +19,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
-    NewOrder, Order, OrderStatus, RetryPolicy,
+    Account, AccountBuilder, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey, Identifier,
+    NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, RsaKeySize};
 use tokio_util::sync::CancellationToken;
@@ -30,8 +31,9 @@ use crate::ops::acme_http::{AcmeHttp, ClientError, RetryAfter};
 use crate::ops::acme_mirror;
 use crate::ops::acme_schedule::{self, Failure};
 use crate::ops::acme_storage::{self, StorageError, Stored};
+use crate::ops::clock::{seconds, unix_now};
 use crate::ops::server::ReloadHandle;
-use crate::proxy::acme_challenge::{Answer, ChallengeError, TlsAlpnChallenges};
+use crate::proxy::acme_challenge::TlsAlpnChallenges;
 
 /// How long the CA may take to validate every name of an order.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(90);
@@ -58,8 +60,6 @@ pub enum AcmeError {
     Invalid(String),
     #[error("the ACME server offers no tls-alpn-01 challenge for {0}")]
     NoTlsAlpn(String),
-    #[error("{0}")]
-    Challenge(#[from] ChallengeError),
     #[error("external account binding: {0}")]
     Eab(String),
     #[error("the ACME client: {0}")]
@@ -90,7 +90,7 @@ impl AcmeError {
         match self {
             AcmeError::Unreachable(_) | AcmeError::Timeout => AcmeResult::Unreachable,
             AcmeError::Refused(_) | AcmeError::NoTlsAlpn(_) => AcmeResult::Refused,
-            AcmeError::Invalid(_) | AcmeError::Challenge(_) => AcmeResult::Invalid,
+            AcmeError::Invalid(_) => AcmeResult::Invalid,
             AcmeError::Client(_)
             | AcmeError::Storage(_)
             | AcmeError::Eab(_)
@@ -432,12 +432,7 @@ async fn obtain(shared: &Shared, certificate: &AcmeCertificate, replacing: Optio
     let account = shared.account(certificate).await?.account;
     let mut order = place_order(&account, certificate, replacing).await?;
     tracing::info!(certificate = id, order = order.url(), "ACME order placed");
-    let answering = Answering {
-        challenges: &shared.challenges,
-        storage: &certificate.storage,
-        answers: Vec::new(),
-        published: Vec::new(),
-    };
+    let answering = Answering { storage: &certificate.storage, published: Vec::new() };
     let answering = answer_challenges(&mut order, answering, id).await?;
     let retries = RetryPolicy::new().initial_delay(FIRST_POLL).timeout(VALIDATION_TIMEOUT);
     let status = order.poll_ready(&retries).await.map_err(AcmeError::from_acme)?;
@@ -505,24 +500,21 @@ fn certificate_key(key_type: AcmeKeyType) -> Result<KeyPair, rcgen::Error> {
     }
 }
 
-/// The challenge answers of an order: served by this process and published in its storage for
-/// the others sharing it; both taken back when dropped.
+/// The challenge answers of an order, published in its storage: every process following the
+/// storage, this one included, serves them (`acme_mirror.rs`). Withdrawn when dropped.
 struct Answering<'a> {
-    challenges: &'a TlsAlpnChallenges,
     storage: &'a std::path::Path,
-    answers: Vec<Answer>,
     published: Vec<String>,
 }
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        self.answers.iter().for_each(|answer| self.challenges.remove(answer));
         self.published.iter().for_each(|name| acme_storage::remove_challenge(self.storage, name));
     }
 }
 
-/// Serves and publishes the TLS-ALPN-01 challenge of each pending authorization, waits until the
-/// processes sharing the storage have loaded them, then tells the CA each is ready.
+/// Publishes the TLS-ALPN-01 challenge of each pending authorization, waits until the processes
+/// sharing the storage (this one too) have loaded them, then tells the CA each is ready.
 async fn answer_challenges<'a>(
     order: &mut Order,
     mut answering: Answering<'a>,
@@ -541,7 +533,6 @@ async fn answer_challenges<'a>(
         let challenge =
             authorization.challenge(ChallengeType::TlsAlpn01).ok_or_else(|| AcmeError::NoTlsAlpn(name.clone()))?;
         let key_authorization = challenge.key_authorization().as_str().to_string();
-        answering.answers.push(answering.challenges.add(&name, &key_authorization)?);
         let (storage, file_name) = (answering.storage.to_path_buf(), name.clone());
         let written = tokio::task::spawn_blocking(move || {
             acme_storage::write_challenge(&storage, &file_name, &key_authorization)
@@ -606,15 +597,14 @@ impl Shared {
         if let Some(handle) = cached_or_stored(&mut accounts, certificate).await? {
             return Ok(handle);
         }
-        let retry_after = Arc::new(RetryAfter::default());
-        let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
+        let (builder, retry_after) = account_builder(certificate)?;
         let contact: Vec<&str> = certificate.contact.iter().map(String::as_str).collect();
         let new_account = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
         let eab = match &certificate.eab {
             Some(eab) => Some(ExternalAccountKey::new(eab.key_id.clone(), &eab.hmac_key().map_err(AcmeError::Eab)?)),
             None => None,
         };
-        let (account, credentials) = Account::builder_with_http(Box::new(http))
+        let (account, credentials) = builder
             .create(&new_account, certificate.directory.clone(), eab.as_ref())
             .await
             .map_err(AcmeError::from_acme)?;
@@ -661,6 +651,13 @@ impl Shared {
     }
 }
 
+/// An account builder on `certificate`'s HTTPS client, and the `Retry-After` that client keeps.
+fn account_builder(certificate: &AcmeCertificate) -> Result<(AccountBuilder, Arc<RetryAfter>), AcmeError> {
+    let retry_after = Arc::new(RetryAfter::default());
+    let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
+    Ok((Account::builder_with_http(Box::new(http)), retry_after))
+}
+
 /// The cached account of `certificate`, else the one in storage (then cached).
 async fn cached_or_stored(
     accounts: &mut HashMap<PathBuf, AccountHandle>,
@@ -671,20 +668,9 @@ async fn cached_or_stored(
         return Ok(Some(handle.clone()));
     }
     let Some(credentials) = acme_storage::read_account(&file)? else { return Ok(None) };
-    let retry_after = Arc::new(RetryAfter::default());
-    let http = AcmeHttp::new(certificate.directory_ca.as_deref(), retry_after.clone())?;
-    let account =
-        Account::builder_with_http(Box::new(http)).from_credentials(credentials).await.map_err(AcmeError::from_acme)?;
+    let (builder, retry_after) = account_builder(certificate)?;
+    let account = builder.from_credentials(credentials).await.map_err(AcmeError::from_acme)?;
     let handle = AccountHandle { account, retry_after };
     accounts.insert(file, handle.clone());
     Ok(Some(handle))
-}
-
-fn seconds(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn unix_now() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::ops::clock::seconds;
+
 /// The first retry after the CA could not be reached: it saw nothing, so trying again soon costs
 /// it nothing, and a proxy that started before its network was up gets its certificate quickly.
 pub const UNREACHABLE_FIRST_RETRY: Duration = Duration::from_secs(2);
@@ -65,10 +67,6 @@ pub fn retry_in(failure: Failure, attempts: u32, retry_after: Option<Duration>, 
     let backoff = first.saturating_mul(1 << doublings).min(max);
     let jittered = backoff.mul_f64(1.0 - JITTER + 2.0 * JITTER * draw.clamp(0.0, 1.0));
     jittered.max(retry_after.unwrap_or_default())
-}
-
-fn seconds(duration: Duration) -> i64 {
-    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

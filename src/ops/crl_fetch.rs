@@ -28,6 +28,7 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::config::{self, Config, CrlSource, FetchedCrls};
 use crate::metrics::Metrics;
+use crate::ops::clock::unix_now;
 use crate::ops::crl_schedule::{next_fetch_in, Outcome};
 use crate::ops::server::ReloadHandle;
 use crate::proxy::fetched_crls::Crls;
@@ -343,11 +344,6 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-fn unix_now() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub(crate) mod acme_mirror;
 pub(crate) mod acme_schedule;
 pub(crate) mod acme_storage;
 pub mod admin;
+pub(crate) mod clock;
 pub(crate) mod crl_fetch;
 pub(crate) mod crl_schedule;
 pub mod fd_limit;
